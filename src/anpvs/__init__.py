@@ -1,0 +1,28 @@
+"""anpvs: Adversarial Neural Pruning with latent Vulnerability Suppression (ANP-VS) in PyTorch.
+
+Public API::
+
+    from anpvs import create_model, list_models, PGD, FGSM, load_model, fit, evaluate
+"""
+
+__version__ = "0.1.0"
+
+from .attacks import FGSM, PGD  # noqa: E402
+from .checkpoint import load_model  # noqa: E402
+from .models import create_model, list_models  # noqa: E402
+
+
+def __getattr__(name: str):
+    # fit/evaluate pull in the data and training stack; import them lazily.
+    if name == "fit":
+        from .train import fit
+
+        return fit
+    if name == "evaluate":
+        from .evaluate import evaluate
+
+        return evaluate
+    raise AttributeError(name)
+
+
+__all__ = ["FGSM", "PGD", "__version__", "create_model", "evaluate", "fit", "list_models", "load_model"]

@@ -1,0 +1,6 @@
+"""Attacks take the model at call time: ``attack(model, x, y) -> x_adv``."""
+
+from .base import Ball, eval_mode
+from .pgd import ATTACK_LOSSES, FGSM, PGD
+
+__all__ = ["ATTACK_LOSSES", "FGSM", "PGD", "Ball", "eval_mode"]

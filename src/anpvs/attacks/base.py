@@ -1,0 +1,63 @@
+"""Threat-model geometry and the ``eval_mode`` context shared by every attack.
+
+The geometry (random start, ascent step, projection) lives here once; attacks differ only by
+their loss, number of steps and EOT samples (STYLE rule 5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+NORMS = ("linf", "l2")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` (all submodules) in eval mode and restore each module's own flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _per_example_norm(v: Tensor) -> Tensor:
+    return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+
+
+class Ball:
+    """An Lp ball of radius ``eps`` around ``x``, intersected with the [0, 1] box."""
+
+    def __init__(self, x: Tensor, eps: float, norm: str) -> None:
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+        self.x, self.eps, self.norm = x, eps, norm
+
+    def random_start(self, generator: torch.Generator | None = None) -> Tensor:
+        x = self.x
+        if self.norm == "linf":
+            noise = torch.empty_like(x).uniform_(-self.eps, self.eps, generator=generator)
+        else:  # uniform direction, radius uniform in [0, eps]
+            d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            r = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+            noise = d / _per_example_norm(d) * (r * self.eps).view(-1, *([1] * (x.dim() - 1)))
+        return self.project(x + noise)
+
+    def step(self, x_adv: Tensor, grad: Tensor, step_size: float) -> Tensor:
+        if self.norm == "linf":
+            return x_adv + step_size * grad.sign()
+        return x_adv + step_size * grad / _per_example_norm(grad)
+
+    def project(self, x_adv: Tensor) -> Tensor:
+        delta = x_adv - self.x
+        if self.norm == "linf":
+            delta = delta.clamp(-self.eps, self.eps)
+        else:
+            delta = delta * (self.eps / _per_example_norm(delta)).clamp(max=1.0)
+        return (self.x + delta).clamp(0.0, 1.0)

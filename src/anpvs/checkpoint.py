@@ -1,0 +1,118 @@
+"""Self-describing checkpoints, written atomically and loaded with ``weights_only=True``.
+
+A checkpoint is a plain dict of tensors and primitive containers::
+
+    {"format": "anpvs-checkpoint", "format_version": 1, "anpvs_version": ..., "git_commit": ...,
+     "model_name": ..., "model_kwargs": {...}, "state_dict": {...}, "config": {...}, "epoch": ...,
+     "optimizers": {...}, "schedulers": {...}, "rng": {...}, "metrics": {...}}
+
+Nothing in it needs unpickling of arbitrary objects, so ``torch.load(..., weights_only=True)``
+reads it. ``load_model(path)`` rebuilds the model from the checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .models import create_model
+
+FORMAT = "anpvs-checkpoint"
+
+
+class CheckpointError(RuntimeError):
+    """A file that is not a readable anpvs checkpoint."""
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the anpvs source tree, when it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    A crash mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_checkpoint(model: nn.Module, *, config: dict[str, Any] | None = None, epoch: int = 0,
+                    metrics: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": 1,
+        "anpvs_version": __version__,
+        "git_commit": git_commit(),
+        "model_name": getattr(model, "model_name", type(model).__name__),
+        "model_kwargs": dict(getattr(model, "model_kwargs", {})),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": config or {},
+        "epoch": epoch,
+        "metrics": metrics or {},
+        **extra,
+    }
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict with ``weights_only=True``; raise :class:`CheckpointError` if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} not found; pass the checkpoint.pt of a finished run")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupted, truncated or a pickle with arbitrary objects
+        raise CheckpointError(f"{str(path)!r} is not a readable anpvs checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not an anpvs checkpoint (no '{FORMAT}' header)")
+    return ckpt
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
+    ckpt = read_checkpoint(path, map_location)
+    model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(map_location).eval(), ckpt
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Load weights from another variant of the same architecture (e.g. Standard into ``*_bbd``).
+
+    Parameters missing from ``state_dict`` are allowed only when they are mask parameters
+    (``a_uc``/``b_uc``), which keep their initial values; any other mismatch raises. Returns the
+    names of the parameters left at their initial values."""
+    own = model.state_dict()
+    unexpected = [k for k in state_dict if k not in own]
+    missing = [k for k in own if k not in state_dict]
+    bad_missing = [k for k in missing if not k.endswith(("a_uc", "b_uc"))]
+    shape = [k for k in state_dict if k in own and own[k].shape != state_dict[k].shape]
+    if unexpected or bad_missing or shape:
+        raise CheckpointError(
+            "initial weights do not fit the model: "
+            + "; ".join(f"{n}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}"
+                        for n, v in (("unexpected", unexpected), ("missing", bad_missing), ("shape", shape)) if v))
+    model.load_state_dict(state_dict, strict=False)
+    return missing

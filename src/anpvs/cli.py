@@ -1,0 +1,167 @@
+"""Command line: ``anpvs train | eval | demo`` (``anpvs --help``).
+
+Invalid input ends with a one-line ``anpvs: error: ...`` message and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from . import __version__
+from .config import ConfigError, build_config, load_yaml, parse_override
+
+log = logging.getLogger("anpvs")
+
+# CLI flag -> config key (the flags mirror the original README's; everything else via --set key=value)
+TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--dataset", "data.name", str, "mnist_sample | mnist | fashion_mnist | cifar10 | cifar100 | imagefolder"),
+    ("--data-dir", "data.dir", str, "local data folder (torchvision layout, raw IDX files, or ImageFolder root)"),
+    ("--model", "model.name", str, "architecture: lenet5_caffe | vgg16 (methods with masks use the _bbd variant)"),
+    ("--method", "method.name", str, "standard | at | at_vs | bp | anp | anp_vs | ..."),
+    ("--epochs", "train.epochs", int, "number of epochs"),
+    ("--batch-size", "train.batch_size", int, "batch size (paper: 64)"),
+    ("--lr", "train.lr", float, "Adam learning rate of the weights"),
+    ("--seed", "seed", int, "random seed"),
+    ("--out", "out", str, "run directory"),
+    ("--init", "init", str, "checkpoint whose weights initialise the model (BP/ANP/ANP-VS: a Standard run)"),
+    ("--eps", "attack.eps", float, "training attack radius, pixel units (eval uses eval.eps)"),
+    ("--step-size", "attack.step_size", float, "training attack step, pixel units"),
+    ("--pgd-steps", "attack.steps", int, "training attack iterations"),
+    ("--beta", "method.beta", float, "weight of KL/N of the Beta-Bernoulli masks"),
+    ("--vs-weight", "method.vs_weight", float, "lambda of the vulnerability suppression loss"),
+    ("--val-size", "data.val_size", int, "hold out this many training images for per-epoch validation"),
+    ("--train-limit", "data.train_limit", int, "train on a seeded random subset of this size"),
+    ("--test-limit", "data.test_limit", int, "evaluate on a seeded random subset of this size"),
+    ("--device", "device", str, "auto | cpu | cuda | cuda:N | mps"),
+]
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (Standard, AT, ANP-VS, ...)",
+                       description="Train a model. Defaults: dataclass defaults < dataset preset < --config < flags.")
+    p.add_argument("--config", help="YAML config file (nested sections or dotted keys)")
+    for flag, key, tp, help_ in TRAIN_FLAGS:
+        p.add_argument(flag, dest=key, type=tp, default=None, help=f"{help_} [{key}]")
+    p.add_argument("--download", dest="data.download", action="store_const", const=True, default=None,
+                   help="download the dataset with torchvision when it is not found locally")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set train.lr_milestones=[0.5,0.8] (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy, robustness, vulnerability, efficiency")
+    p.add_argument("checkpoint", help="checkpoint.pt of a run")
+    p.add_argument("--attack", action="append", choices=["pgd", "fgsm"], default=None,
+                   help="attacks to run (repeatable; default: pgd)")
+    p.add_argument("--eps", type=float, help="attack radius in pixel units (default: the run's eval.eps)")
+    p.add_argument("--step-size", type=float, help="PGD step in pixel units (default: eval.step_size)")
+    p.add_argument("--steps", type=int, help="PGD iterations (default: eval.steps, 40)")
+    p.add_argument("--restarts", type=int, help="PGD restarts, worst case kept (default: 1)")
+    p.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: linf)")
+    p.add_argument("--attack-source", metavar="CKPT",
+                   help="black-box: transfer the attack from this (adversarially trained) source model")
+    p.add_argument("--data-dir", help="where the test data lives (default: the run's data.dir)")
+    p.add_argument("--test-limit", type=int, help="evaluate on a seeded subset of this size (default: all)")
+    p.add_argument("--batch-size", type=int, help="evaluation batch size")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--out", help="JSON record path (default: eval.json next to the checkpoint)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the main job: train and evaluate Standard, AT and ANP-VS on the "
+                                    "bundled real MNIST digits (offline, minutes on a CPU)")
+    p.add_argument("--out", default="runs/demo", help="folder for the runs and the table")
+    p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every epoch budget (e.g. 0.2 for a smoke run)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anpvs", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"anpvs {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
+    _add_demo_parser(sub)
+    return parser
+
+
+def _train_config(args: argparse.Namespace):
+    base = load_yaml(args.config) if args.config else {}
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if "." in k and v is not None}
+    for _, key, _, _ in TRAIN_FLAGS:
+        if "." not in key and getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    for text in args.overrides:
+        k, v = parse_override(text)
+        overrides[k] = v
+    return build_config(overrides, base=base)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .train import fit
+
+    cfg = _train_config(args)
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    summary = fit(cfg, resume=args.resume, progress=not args.quiet)
+    print(f"trained {cfg.method.name} for {summary['epoch']} epochs; checkpoint: {summary['checkpoint']}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .runner import evaluate_checkpoint, format_eval
+
+    record = evaluate_checkpoint(
+        args.checkpoint, attacks=args.attack or ["pgd"], eps=args.eps, step_size=args.step_size,
+        steps=args.steps, restarts=args.restarts, norm=args.norm, source=args.attack_source,
+        data_dir=args.data_dir, test_limit=args.test_limit, batch_size=args.batch_size, seed=args.seed,
+        device=args.device, out=args.out, progress=not args.quiet)
+    print(format_eval(record))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .runner import run_demo
+
+    print(run_demo(args.out, epochs_scale=args.epochs_scale, device=args.device, progress=not args.quiet))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .data import DataNotFoundError
+    from .train import TrainingError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    commands = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}
+    try:
+        return commands[args.command](args)
+    except ConfigError as e:
+        parser.exit(2, f"anpvs: error: {e}\n")
+    except (CheckpointError, DataNotFoundError, TrainingError) as e:
+        parser.exit(1, f"anpvs: error: {e}\n")
+    except KeyError as e:  # unknown registry names
+        parser.exit(2, f"anpvs: error: {e.args[0] if e.args else e}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "anpvs: interrupted; rerun with --resume to continue from the last finished epoch\n")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""One typed configuration: dataclass defaults < dataset preset < YAML file < CLI overrides.
+
+Keys are dotted (``train.epochs``, ``attack.eps``). Unknown keys, wrong types and invalid values
+raise :class:`ConfigError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value (the CLI prints it as one line and exits with status 2)."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist_sample"  # mnist_sample | mnist | fashion_mnist | cifar10 | cifar100 | imagefolder
+    dir: str | None = None  # local folder with the data (standard torchvision layout or raw IDX files)
+    download: bool = False  # let torchvision download the dataset when it is not found locally
+    val_size: int = 0  # images held out of the training set for per-epoch validation (never the test set)
+    train_limit: int | None = None  # keep a seeded random subset of the training set (CPU-scale runs)
+    test_limit: int | None = None  # evaluate on a seeded random subset of the test set (None = all of it)
+    augment: bool | None = None  # pad-4 crop + flip; None = on for CIFAR, off otherwise
+    seed: int = 0  # seed of the validation split and of the subsets (fixed across training seeds)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lenet5_caffe"  # base architecture; methods with masks switch to its "_bbd" variant
+    mask_init: float | None = None  # initial a_uc of LeNet masks and VGG head masks (reference: -1.0)
+    conv_mask_init: float | None = None  # initial a_uc of VGG conv masks (reference: 2.0)
+
+
+@dataclass
+class AttackConfig:
+    """The training-time attack (PGD in the test-mode network, SPEC B section 4)."""
+
+    eps: float = 0.3
+    step_size: float = 0.01
+    steps: int = 20
+    norm: str = "linf"
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation attack (SPEC B section 5-6): PGD-40 with random start on the whole test set."""
+
+    eps: float = 0.3
+    step_size: float = 0.01
+    steps: int = 40
+    restarts: int = 1
+    norm: str = "linf"
+    batch_size: int = 500
+
+
+@dataclass
+class MethodConfig:
+    name: str = "standard"
+    adv_loss: str = "mixed"  # "mixed": (CE_clean + w CE_adv)/(1 + w) as the reference; "madry": CE_adv only
+    adv_weight: float = 2.0  # w above (reference: 2)
+    beta: float = 1.0  # weight of KL/N for the Beta-Bernoulli masks (paper: 4 MNIST, 2 CIFAR-10, 1 CIFAR-100)
+    kl_n: int = 0  # N in beta*KL/N; 0 = size of the training set (the reference uses 60,000 / 50,000)
+    vs_weight: float = 0.0  # lambda of the vulnerability suppression loss
+    vs_reduction: str = "mean"  # "mean" (reference code) or "sum" (paper text) over features
+    trades_beta: float = 6.0  # TRADES trade-off
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 64
+    lr: float = 1e-3  # Adam learning rate of the weights
+    mask_lr: float = 1e-2  # Adam learning rate of the mask parameters (a_uc, b_uc)
+    weight_decay: float = 1e-4  # L2 on conv/linear weights: adds weight_decay * sum(w^2)/2 to the loss
+    lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.7])  # fractions of all steps
+    lr_gamma: float = 0.1  # staircase factor at each milestone
+    val_every: int = 1  # epochs between test-mode validation passes (needs data.val_size > 0)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    out: str = "runs/default"  # run directory: checkpoint, config, log, evaluation records
+    init: str | None = None  # checkpoint whose weights initialise the model (BP / ANP / ANP-VS start from Standard)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_MNIST_LIKE = {
+    "model.name": "lenet5_caffe",
+    "attack.eps": 0.3, "attack.step_size": 0.01, "attack.steps": 20,
+    "eval.eps": 0.3, "eval.step_size": 0.01, "eval.steps": 40,
+    "method.beta": 4.0, "method.vs_weight": 1e-3,
+    "train.lr_milestones": [0.5, 0.7],
+}
+_CIFAR = {
+    "model.name": "vgg16",
+    "attack.eps": 0.03, "attack.step_size": 0.007, "attack.steps": 10,
+    "eval.eps": 0.03, "eval.step_size": 0.007, "eval.steps": 40,
+    "train.lr_milestones": [0.5, 0.8],
+}
+#: SPEC B section 5: per-dataset hyperparameters of the paper (eps and steps in pixel units).
+PRESETS: dict[str, dict[str, Any]] = {
+    "mnist_sample": _MNIST_LIKE,
+    "mnist": _MNIST_LIKE,
+    "fashion_mnist": _MNIST_LIKE,
+    "imagefolder": {},
+    "cifar10": {**_CIFAR, "method.beta": 2.0, "method.vs_weight": 1e-4},
+    "cifar100": {**_CIFAR, "method.beta": 1.0, "method.vs_weight": 0.1},
+}
+
+
+#: per-method adjustments applied after the dataset preset (the reference's BP ignores beta_weight: beta = 1).
+METHOD_PRESETS: dict[str, dict[str, Any]] = {"bp": {"method.beta": 1.0}}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` (int, float, str, bool, list[float], X | None)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {tp}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(key, v, item) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"epochs": 3}}`` -> ``{"train.epochs": 3}`` (sections are the Config's dataclass fields)."""
+    sections = {f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory())
+                } if not prefix else set()
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and (k in sections):
+            out.update(flatten(v, prefix=f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def set_key(cfg: Config, key: str, value: Any) -> None:
+    """Set a dotted key, checking that it exists and that the value has the right type."""
+    obj: Any = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not dataclasses.is_dataclass(obj) or part not in _field_types(type(obj)):
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+        obj = getattr(obj, part)
+    types_ = _field_types(type(obj)) if dataclasses.is_dataclass(obj) else {}
+    name = parts[-1]
+    if name not in types_ or dataclasses.is_dataclass(getattr(obj, name)):
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+    setattr(obj, name, _coerce(key, value, types_[name]))
+
+
+def valid_keys() -> list[str]:
+    keys = []
+    for f in dataclasses.fields(Config):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(default)]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.epochs=5"`` -> ``("train.epochs", 5)``; values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"cannot parse the value of {key!r}: {raw!r}") from None
+    return key.strip(), value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else "syntax error"
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML ({first})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys to values")
+    return flatten(data)
+
+
+def build_config(overrides: dict[str, Any] | None = None, *, base: dict[str, Any] | None = None) -> Config:
+    """Resolve a config: defaults, then the dataset's preset, then ``base`` (e.g. a YAML file), then
+    ``overrides`` (CLI). The dataset is read from the merged overrides before the preset is applied."""
+    merged = {**(base or {}), **(overrides or {})}
+    cfg = Config()
+    dataset = merged.get("data.name", cfg.data.name)
+    if dataset not in PRESETS:
+        raise ConfigError(f"unknown dataset {dataset!r}; valid: {', '.join(PRESETS)}")
+    method = merged.get("method.name", cfg.method.name)
+    for key, value in {**PRESETS[dataset], **METHOD_PRESETS.get(method, {}), **merged}.items():
+        set_key(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a Config saved with :meth:`Config.to_dict` (no presets applied)."""
+    cfg = Config()
+    for key, value in flatten(d).items():
+        set_key(cfg, key, value)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Reject values that cannot work, with one-line messages naming the key and the fix."""
+    from .methods import METHODS
+    from .models import MODELS
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg)
+
+    if cfg.model.name not in MODELS:
+        raise ConfigError(f"unknown model {cfg.model.name!r}; valid: {', '.join(MODELS.names())}")
+    if cfg.method.name not in METHODS:
+        raise ConfigError(f"unknown method {cfg.method.name!r}; valid: {', '.join(METHODS.names())}")
+    for name, a in (("attack", cfg.attack), ("eval", cfg.eval)):
+        need(a.eps >= 0, f"{name}.eps must be >= 0 (got {a.eps})")
+        need(a.step_size > 0, f"{name}.step_size must be > 0 (got {a.step_size})")
+        need(a.steps >= 1, f"{name}.steps must be >= 1 (got {a.steps})")
+        need(a.norm in ("linf", "l2"), f"{name}.norm must be linf or l2 (got {a.norm!r})")
+    need(cfg.eval.restarts >= 1, f"eval.restarts must be >= 1 (got {cfg.eval.restarts})")
+    need(cfg.eval.batch_size >= 1, "eval.batch_size must be >= 1")
+    t = cfg.train
+    need(t.epochs >= 1, f"train.epochs must be >= 1 (got {t.epochs})")
+    need(t.batch_size >= 1, f"train.batch_size must be >= 1 (got {t.batch_size})")
+    need(t.lr > 0 and t.mask_lr > 0, "train.lr and train.mask_lr must be > 0")
+    need(t.weight_decay >= 0, "train.weight_decay must be >= 0")
+    need(all(0 < m <= 1 for m in t.lr_milestones), "train.lr_milestones are fractions of training in (0, 1]")
+    need(t.lr_gamma > 0, "train.lr_gamma must be > 0")
+    need(t.val_every >= 1, "train.val_every must be >= 1")
+    m = cfg.method
+    need(m.adv_loss in ("mixed", "madry"), f"method.adv_loss must be mixed or madry (got {m.adv_loss!r})")
+    need(m.adv_weight >= 0 and m.beta >= 0 and m.vs_weight >= 0 and m.trades_beta >= 0,
+         "method weights (adv_weight, beta, vs_weight, trades_beta) must be >= 0")
+    need(m.kl_n >= 0, "method.kl_n must be >= 0 (0 = training-set size)")
+    need(m.vs_reduction in ("mean", "sum"), "method.vs_reduction must be mean or sum")
+    d = cfg.data
+    need(d.val_size >= 0, f"data.val_size must be >= 0 (got {d.val_size})")
+    need(d.train_limit is None or d.train_limit >= 1, "data.train_limit must be >= 1")
+    need(d.test_limit is None or d.test_limit >= 1, "data.test_limit must be >= 1")
+    need(d.name != "imagefolder" or d.dir is not None,
+         "data.name=imagefolder needs data.dir (--data-dir) pointing at a folder with train/ and test/")

@@ -1,0 +1,124 @@
+"""Evaluation: clean, white-box and black-box (transfer) accuracy, latent vulnerability, efficiency.
+
+Everything runs on the deterministic test-mode network (expected masks, BN running statistics, no
+dropout) over the whole test set (SPEC A item 3). Adversarial examples are computed batch by batch;
+the vulnerability is averaged over the whole test set, overall and per layer.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .attacks import eval_mode
+from .checkpoint import git_commit
+from .metrics.efficiency import efficiency_report, weight_stats
+from .metrics.vulnerability import vulnerability
+from .pruning import active_units
+
+
+def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[str, Any] | None = None, *,
+             source: nn.Module | None = None, batch_size: int = 500, seed: int = 0,
+             vulnerability_reduction: str = "mean", progress: bool = False) -> dict[str, Any]:
+    """Accuracy (%) of ``model`` on clean images and under each attack, plus latent vulnerability.
+
+    Args:
+        images, labels: the test set, images float in [0, 1] (or uint8, divided by 255).
+        attacks: ``{name: attack}``; each attack is called as ``attack(model, x, y)``.
+        source: if given, each attack is also run on this model and transferred to ``model``
+            (black-box); results are keyed ``bb_<name>``.
+
+    Returns ``{"n": N, "clean_acc": ..., "<name>_acc": ..., "<name>_vulnerability": ...,
+    "<name>_vulnerability_per_layer": [...], "bb_<name>_acc": ..., ...}``.
+    """
+    attacks = dict(attacks or {})
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)  # attack random starts are reproducible
+    correct: dict[str, int] = {"clean": 0}
+    vsum: dict[str, Tensor] = {}
+    n = 0
+    kinds = [(name, atk, False) for name, atk in attacks.items()]
+    if source is not None:
+        kinds += [(f"bb_{name}", atk, True) for name, atk in attacks.items()]
+    with eval_mode(model):
+        if source is not None:
+            source_ctx = eval_mode(source)
+            source_ctx.__enter__()
+        try:
+            for i in tqdm(range(0, len(images), batch_size), desc="evaluate", leave=False, disable=not progress):
+                x = images[i:i + batch_size].to(device)
+                x = x.float().div(255) if x.dtype == torch.uint8 else x
+                y = labels[i:i + batch_size].to(device)
+                with torch.no_grad():
+                    logits, latents = model.forward_intermediates(x)
+                correct["clean"] += (logits.argmax(1) == y).sum().item()
+                for key, atk, transfer in kinds:
+                    x_adv = atk(source if transfer else model, x, y)
+                    with torch.no_grad():
+                        logits_adv, latents_adv = model.forward_intermediates(x_adv)
+                        _, per_layer = vulnerability(latents, latents_adv, reduction=vulnerability_reduction)
+                    correct[key] = correct.get(key, 0) + (logits_adv.argmax(1) == y).sum().item()
+                    vsum[key] = vsum.get(key, 0) + torch.stack(per_layer) * len(y)
+                n += len(y)
+        finally:
+            if source is not None:
+                source_ctx.__exit__(None, None, None)
+    out: dict[str, Any] = {"n": n, "clean_acc": round(100.0 * correct["clean"] / n, 2)}
+    for key, _, _ in kinds:
+        per_layer = (vsum[key] / n).tolist()
+        out[f"{key}_acc"] = round(100.0 * correct[key] / n, 2)
+        out[f"{key}_vulnerability"] = round(sum(per_layer) / len(per_layer), 5)
+        out[f"{key}_vulnerability_per_layer"] = [round(v, 5) for v in per_layer]
+    return out
+
+
+def efficiency(model: nn.Module) -> dict[str, Any]:
+    """The paper's efficiency columns (analytic) plus weight statistics of the model as stored."""
+    rep = efficiency_report(model.arch, active_units(model), num_classes=model.num_classes)
+    ws = weight_stats(model)
+    return {
+        "active_units": rep["active_units"],
+        "unit_sparsity": round(rep["unit_sparsity"], 2),
+        "flops_speedup": round(rep["flops_speedup"], 3),
+        "memory_pct": round(rep["memory_pct"], 2),
+        "weight_sparsity": round(ws["weight_sparsity"], 2),
+        "params": ws["params"],
+    }
+
+
+def evaluation_record(*, model_name: str, method: str, dataset: str, seed: int, attack: dict[str, Any],
+                      metrics: dict[str, Any], checkpoint: str | None = None,
+                      source: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One flat, self-describing JSON record per evaluation (RobustBench-style)."""
+    return {
+        "model": model_name,
+        "method": method,
+        "dataset": dataset,
+        "seed": seed,
+        "attack": attack,
+        "black_box_source": source,
+        "checkpoint": checkpoint,
+        "metrics": metrics,
+        "anpvs_version": __version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+
+
+def write_record(record: dict[str, Any], path: str | Path) -> None:
+    """Write a record atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)

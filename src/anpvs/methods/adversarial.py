@@ -1,0 +1,54 @@
+"""Adversarial training (AT) and its ablation with vulnerability suppression (AT-VS).
+
+AT: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks" (arXiv:1706.06083),
+with the ANP-VS reference's mixed loss ``(CE_clean + 2 CE_adv) / 3`` by default
+(``method.adv_loss=madry`` for CE_adv only). The PGD example is computed on the test-mode network
+(SPEC B section 4); both cross-entropies use train-mode forwards. Trained from scratch.
+
+AT-VS adds ``lambda * V(z(x), z(x_adv))``, the latent vulnerability of SPEC A item 2
+(``method.vs_weight``), computed on the same two train-mode forwards.
+"""
+
+from __future__ import annotations
+
+from ..metrics.vulnerability import vulnerability
+from .base import Method, mixed_ce, register_method, train_attack
+
+
+class Adversarial(Method):
+    use_vs: bool = False
+
+    def __init__(self, cfg, n_train):
+        super().__init__(cfg, n_train)
+        self.attack = train_attack(cfg)
+
+    def forward_pair(self, model, x, y):
+        """Adversarial example, train-mode forwards on x and x_adv, and the loss terms shared by AT-like methods."""
+        x_adv = self.attack(model, x, y)
+        logits, latents = model.forward_intermediates(x)
+        logits_adv, latents_adv = model.forward_intermediates(x_adv)
+        loss, ce_clean, ce_adv = mixed_ce(logits, logits_adv, y, self.cfg)
+        out = {"loss": loss, "logits": logits, "logits_adv": logits_adv,
+               "ce_clean": ce_clean.detach(), "ce_adv": ce_adv}
+        if self.use_vs:
+            v, _ = vulnerability(latents, latents_adv, reduction=self.cfg.method.vs_reduction)
+            out["loss"] = loss + self.cfg.method.vs_weight * v
+            out["vulnerability"] = v.detach()
+        return out
+
+    def loss(self, model, x, y):
+        out = self.forward_pair(model, x, y)
+        out["ce_adv"] = out["ce_adv"].detach()
+        return out
+
+
+@register_method("at")
+class AT(Adversarial):
+    """PGD adversarial training (paper row "AT")."""
+
+
+@register_method("at_vs")
+class ATVS(Adversarial):
+    """AT + vulnerability suppression loss (ablation arm "AT-VS")."""
+
+    use_vs = True

@@ -1,0 +1,68 @@
+"""What a training method is: a callable returning a dict of losses for one batch.
+
+The one training loop (:func:`anpvs.train.fit`) calls ``method.loss(model, x, y)`` and:
+
+* back-propagates ``out["loss"]`` into the weights (conv/linear/BN parameters);
+* back-propagates ``out["mask_loss"]`` into the mask parameters (``a_uc``, ``b_uc``) when the
+  method returns one (SPEC A item 7: two optimizers, two losses); without it the masks, if any,
+  receive ``out["loss"]``;
+* logs ``out["logits"]`` accuracy and every other scalar entry as-is.
+
+L2 weight decay is applied by the optimizer (``train.weight_decay``), not by the methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..attacks import PGD
+from ..config import Config
+from ..registry import Registry
+
+METHODS: Registry[Callable[..., Method]] = Registry("method")
+
+
+def register_method(name: str):
+    return METHODS.register(name)
+
+
+class Method:
+    """Base class. ``model_variant`` names the architecture variant the method needs ("" or "bbd")."""
+
+    model_variant: str = ""
+    #: whether the method must start from a trained (Standard) checkpoint given with ``init``
+    wants_init: bool = False
+
+    def __init__(self, cfg: Config, n_train: int) -> None:
+        self.cfg = cfg
+        self.n_train = n_train
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
+        """Hook for methods with per-epoch state (e.g. ADMM's Z/U updates)."""
+
+
+def build_method(cfg: Config, n_train: int) -> Method:
+    return METHODS.get(cfg.method.name)(cfg, n_train)
+
+
+def train_attack(cfg: Config) -> PGD:
+    """The training-time PGD of the config (random start, run on the test-mode network)."""
+    a = cfg.attack
+    return PGD(eps=a.eps, step_size=a.step_size, steps=a.steps, norm=a.norm)
+
+
+def mixed_ce(logits: Tensor, logits_adv: Tensor, y: Tensor, cfg: Config) -> tuple[Tensor, Tensor, Tensor]:
+    """``(loss, ce_clean, ce_adv)``: ``(CE_clean + w CE_adv) / (1 + w)`` ("mixed", reference) or CE_adv ("madry")."""
+    ce_clean = F.cross_entropy(logits, y)
+    ce_adv = F.cross_entropy(logits_adv, y)
+    if cfg.method.adv_loss == "madry":
+        return ce_adv, ce_clean, ce_adv
+    w = cfg.method.adv_weight
+    return (ce_clean + w * ce_adv) / (1.0 + w), ce_clean, ce_adv

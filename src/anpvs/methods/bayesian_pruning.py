@@ -1,0 +1,28 @@
+"""BP: Bayesian pruning with Beta-Bernoulli dropout on clean data (Lee et al. 2018,
+"Adaptive Network Sparsification with Dependent Variational Beta-Bernoulli Dropout", arXiv:1805.10896).
+
+Both the weights and the masks minimise ``CE + beta * KL / N`` (reference ``--mode bbd`` without
+adversarial training, where ``beta_weight`` is unused, i.e. beta = 1: the ``bp`` method preset).
+Starts from a Standard checkpoint (``init``).
+"""
+
+from __future__ import annotations
+
+from torch.nn import functional as F
+
+from ..nn.beta_bernoulli import total_kl
+from .base import Method, register_method
+
+
+@register_method("bp")
+class BayesianPruning(Method):
+    model_variant = "bbd"
+    wants_init = True
+
+    def loss(self, model, x, y):
+        logits = model(x)
+        ce = F.cross_entropy(logits, y)
+        kl = total_kl(model)
+        loss = ce + self.cfg.method.beta * kl / (self.cfg.method.kl_n or self.n_train)
+        # The KL term has no gradient w.r.t. the weights, so one loss serves both optimizers.
+        return {"loss": loss, "logits": logits, "ce": ce.detach(), "kl": kl.detach()}

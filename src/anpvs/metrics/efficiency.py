@@ -1,0 +1,376 @@
+"""Analytic efficiency metrics of a unit-pruned LeNet5-Caffe or VGG-16 (SPEC A.5, B sections 2, 6, 7).
+
+Every analytic function here is a pure function of the *active-unit counts*: the number of kept
+units (neurons, channels or flattened inputs) behind each Beta-Bernoulli mask, in mask order.
+This is how the paper reports its ``Memory``, ``xFLOPs`` and ``Sparsity`` columns, so the numbers
+are comparable with its tables.
+
+Masks and the layer whose *input* width or *output* width they set:
+
+``lenet5_caffe`` (4 masks, ``[c1, c2, f3, h4]`` <= ``[20, 50, 800, 500]``)
+    ``c1``: conv1 output channels; ``c2``: conv2 output channels; ``f3``: the 800 flattened inputs
+    of dense3; ``h4``: dense3's 500 outputs, i.e. dense4's inputs.
+
+``vgg16`` (15 masks, 13 conv widths then ``[d14, d15]`` <= ``[512, 512]``)
+    mask ``l`` (l = 1..13) keeps output channels of conv ``l``; ``d14`` keeps inputs of dense14
+    (512 -> 512); ``d15`` keeps inputs of dense15, which are the outputs of dense14.
+
+The formulas are those of the reference code (``divyam3897/ANP_VS``,
+``src/experiments/flops/utils.py`` and ``src/experiments/memory/utils.py``), written here as
+integer arithmetic; the two memory bugs of SPEC B 7.3-7.4 are fixed unless ``legacy_memory=True``.
+Two reference conventions are kept on purpose because the paper's numbers depend on them:
+
+* the input width of a layer is the active count of the *previous mask*, nothing else; in
+  particular LeNet's dense3 takes ``f3`` inputs even if some of those flattened positions belong
+  to a pruned conv2 channel (they would be dead in a compacted network);
+* BN costs no FLOPs, conv biases cost no memory, and the logits layer of VGG-16 is charged one
+  "activation" FLOP per output although no ReLU follows it.
+
+:func:`measured_flops` and :func:`weight_stats` look at real ``nn.Module`` objects instead; the
+tests tie :func:`analytic_flops` to :func:`measured_flops` on physically compacted networks.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = [
+    "ARCHS",
+    "UNIT_TOTALS",
+    "analytic_flops",
+    "analytic_memory",
+    "efficiency_report",
+    "full_units",
+    "measured_flops",
+    "unit_sparsity",
+    "weight_stats",
+]
+
+_LENET_UNITS: tuple[int, ...] = (20, 50, 800, 500)
+_VGG_UNITS: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512)
+_UNITS: dict[str, tuple[int, ...]] = {"lenet5_caffe": _LENET_UNITS, "vgg16": _VGG_UNITS}
+
+#: Architectures the analytic metrics know.
+ARCHS: tuple[str, ...] = tuple(_UNITS)
+#: Total number of maskable units (the denominator of unit sparsity, SPEC B 2).
+UNIT_TOTALS: dict[str, int] = {name: sum(units) for name, units in _UNITS.items()}
+
+# LeNet5-Caffe: 28x28 input, VALID 5x5 convs -> 24x24 and 8x8 outputs, each followed by a 2x2 pool.
+_LENET_IN_SIDE = 28
+_LENET_CONV_OUT_SIDES = (24, 8)
+_LENET_KERNEL = 5
+# VGG-16 (CIFAR): SAME 3x3 convs, so each conv's output side equals its input side.
+_VGG_IN_CHANNELS = 3
+_VGG_CONV_SIDES = (32, 32, 16, 16, 8, 8, 8, 4, 4, 4, 2, 2, 2)
+_VGG_POOL_AFTER = frozenset({1, 3, 6, 9, 12})  # 0-based conv indices followed by a 2x2 max-pool
+_VGG_KERNEL = 3
+_POOL = 2
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_arch(arch: str) -> tuple[int, ...]:
+    try:
+        return _UNITS[arch]
+    except KeyError:
+        raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(ARCHS)}") from None
+
+
+def _check_active(arch: str, active: Sequence[int]) -> list[int]:
+    """Return ``active`` as a list of Python ints after checking its length and ranges."""
+    full = _check_arch(arch)
+    values: list[int] = []
+    for i, a in enumerate(active):
+        try:
+            values.append(operator.index(a))
+        except TypeError:
+            raise TypeError(f"active[{i}] must be an integer, got {a!r}") from None
+    if len(values) != len(full):
+        raise ValueError(f"{arch} has {len(full)} masked layers, got {len(values)} active counts")
+    for i, (a, n) in enumerate(zip(values, full, strict=True)):
+        if not 0 <= a <= n:
+            raise ValueError(f"active[{i}] = {a} is outside [0, {n}] for {arch}")
+    return values
+
+
+def _check_classes(num_classes: int) -> int:
+    n = operator.index(num_classes)
+    if n < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return n
+
+
+# --------------------------------------------------------------------------- per-layer formulas
+
+
+def _conv_flops(side_out: int, c_in: int, c_out: int, kernel: int) -> int:
+    """``C_out*H*W*(2*K^2*C_in - 1)`` multiply-adds, plus one bias add and one ReLU per output.
+
+    ``2n - 1`` is the cost of an n-term dot product (n products, n - 1 additions).
+    """
+    outputs = c_out * side_out * side_out
+    return outputs * (2 * kernel * kernel * c_in - 1) + 2 * outputs
+
+
+def _pool_flops(side_in: int, channels: int) -> int:
+    """A ``k x k`` stride-``k`` max-pool charges ``k^2`` FLOPs per output: ``C*H_out*W_out*k^2``."""
+    side_out = side_in // _POOL
+    return channels * side_out * side_out * _POOL * _POOL
+
+
+def _dense_flops(n_in: int, n_out: int, *, activation: bool) -> int:
+    """``(2*in - 1)*out`` for the matrix product, ``out`` for the bias, ``out`` more for an activation."""
+    return (2 * n_in - 1) * n_out + n_out + (n_out if activation else 0)
+
+
+def _conv_memory(side_out: int, c_in: int, c_out: int, kernel: int, *, batch_norm: bool) -> int:
+    """``K^2*C_in*H*W`` (the im2col input buffer) + ``K^2*C_in*C_out`` (the kernel) + ``2*C_out`` for BN.
+
+    As in the reference there is no term for the conv bias.
+    """
+    patch = kernel * kernel * c_in
+    return patch * side_out * side_out + patch * c_out + (2 * c_out if batch_norm else 0)
+
+
+def _dense_memory(n_in: int, n_out: int, *, batch_norm: bool, legacy: bool = False) -> int:
+    """``in*out`` weights + ``out`` biases + ``2*out`` BN affine parameters when BN follows.
+
+    The reference charges BN ``2*in`` (SPEC B 7.4); BN14 normalizes dense14's *outputs*, so the
+    corrected count is ``2*out``. ``legacy=True`` reproduces ``2*in``.
+    """
+    mem = n_in * n_out + n_out
+    if batch_norm:
+        mem += 2 * (n_in if legacy else n_out)
+    return mem
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def full_units(arch: str) -> list[int]:
+    """Unit counts of the unpruned network, one per mask, in mask order.
+
+    >>> full_units("lenet5_caffe")
+    [20, 50, 800, 500]
+    """
+    return list(_check_arch(arch))
+
+
+def unit_sparsity(arch: str, active: Sequence[int]) -> float:
+    """Unit sparsity in percent: ``100 - sum(active) / sum(full) * 100`` (SPEC B 2, ``run.py:605``).
+
+    Units are neurons, channels and (LeNet's bbd3) flattened inputs; the denominator is
+    ``UNIT_TOTALS[arch]`` (1370 or 5248). This is *not* the fraction of zero weights, see
+    :func:`weight_stats`.
+    """
+    values = _check_active(arch, active)
+    return 100.0 - sum(values) / UNIT_TOTALS[arch] * 100.0
+
+
+def analytic_flops(arch: str, active: Sequence[int], *, num_classes: int = 10) -> int:
+    """FLOPs of one forward pass of the pruned network, by the reference formula (SPEC B 6).
+
+    Each layer's input width is the previous mask's active count (the input image for the first
+    conv). Terms:
+
+    * conv: ``C_out*H_out*W_out*(2*K^2*C_in - 1)`` + ``C_out*H_out*W_out`` (bias)
+      + ``C_out*H_out*W_out`` (ReLU);
+    * 2x2 max-pool: ``C*H_out*W_out*4``;
+    * dense: ``(2*in - 1)*out + out`` (bias) ``+ out`` (activation).
+
+    LeNet5-Caffe: conv1 (1 -> c1, 24x24), pool, conv2 (c1 -> c2, 8x8), pool, dense3 (f3 -> h4,
+    with activation), dense4 (h4 -> num_classes, no activation). Full model: 4,615,940.
+
+    VGG-16: 13 SAME 3x3 convs (3 -> a1 -> ... -> a13) with pools after convs 2, 4, 7, 10, 13,
+    dense14 (d14 -> d15) and dense15 (d15 -> num_classes). As in the reference both dense layers
+    are charged the activation term and BN/dropout are free. Full model: 627,329,546 (10 classes).
+    """
+    values = _check_active(arch, active)
+    n_cls = _check_classes(num_classes)
+    if arch == "lenet5_caffe":
+        c1, c2, f3, h4 = values
+        s1, s2 = _LENET_CONV_OUT_SIDES
+        return (
+            _conv_flops(s1, 1, c1, _LENET_KERNEL)
+            + _pool_flops(s1, c1)
+            + _conv_flops(s2, c1, c2, _LENET_KERNEL)
+            + _pool_flops(s2, c2)
+            + _dense_flops(f3, h4, activation=True)
+            + _dense_flops(h4, n_cls, activation=False)
+        )
+    channels = [_VGG_IN_CHANNELS, *values[:13]]
+    flops = 0
+    for i, side in enumerate(_VGG_CONV_SIDES):
+        flops += _conv_flops(side, channels[i], channels[i + 1], _VGG_KERNEL)
+        if i in _VGG_POOL_AFTER:
+            flops += _pool_flops(side, channels[i + 1])
+    d14, d15 = values[13:]
+    flops += _dense_flops(d14, d15, activation=True)
+    flops += _dense_flops(d15, n_cls, activation=True)  # reference default; see module docstring
+    return flops
+
+
+def analytic_memory(
+    arch: str, active: Sequence[int], *, num_classes: int = 10, legacy_memory: bool = False
+) -> int:
+    """Run-time memory proxy (in numbers, not bytes) of the pruned network (SPEC B 6).
+
+    * conv: ``K^2*C_in*H_out*W_out + K^2*C_in*C_out`` (+ ``2*C_out`` when BN follows: VGG);
+    * dense: ``in*out + out`` (+ ``2*out`` for VGG's BN14).
+
+    LeNet5-Caffe sums conv1 (1 -> c1), conv2 (c1 -> c2), dense3 (f3 -> h4) and dense4
+    (h4 -> num_classes); full model: 477,410. VGG-16 sums its 13 convs (with BN), dense14
+    (d14 -> d15, with BN14) and dense15 (d15 -> num_classes); full model: 16,655,818 (10 classes)
+    or 16,701,988 (100 classes).
+
+    Bugs of the reference ``vgg_memory`` fixed here (SPEC B 7.3-7.4); ``legacy_memory=True``
+    reproduces them (full model: 19,881,538 and 20,481,748):
+
+    * 7.3: the dense14 + dense15 memory is added inside the 13-iteration conv loop, i.e. 13 times;
+      it is added once here;
+    * 7.4: BN14 is charged ``2*in`` instead of ``2*out``.
+
+    ``legacy_memory`` has no effect on LeNet5-Caffe, whose formula has neither bug.
+    """
+    values = _check_active(arch, active)
+    n_cls = _check_classes(num_classes)
+    if arch == "lenet5_caffe":
+        c1, c2, f3, h4 = values
+        s1, s2 = _LENET_CONV_OUT_SIDES
+        return (
+            _conv_memory(s1, 1, c1, _LENET_KERNEL, batch_norm=False)
+            + _conv_memory(s2, c1, c2, _LENET_KERNEL, batch_norm=False)
+            + _dense_memory(f3, h4, batch_norm=False)
+            + _dense_memory(h4, n_cls, batch_norm=False)
+        )
+    channels = [_VGG_IN_CHANNELS, *values[:13]]
+    conv_mem = sum(
+        _conv_memory(side, channels[i], channels[i + 1], _VGG_KERNEL, batch_norm=True)
+        for i, side in enumerate(_VGG_CONV_SIDES)
+    )
+    d14, d15 = values[13:]
+    head_mem = _dense_memory(d14, d15, batch_norm=True, legacy=legacy_memory) + _dense_memory(
+        d15, n_cls, batch_norm=False
+    )
+    repeats = len(_VGG_CONV_SIDES) if legacy_memory else 1
+    return conv_mem + repeats * head_mem
+
+
+def efficiency_report(
+    arch: str, active: Sequence[int], *, num_classes: int = 10, legacy_memory: bool = False
+) -> dict:
+    """The paper's three efficiency columns for one pruned network, plus the raw counts.
+
+    Returns a dict with keys
+
+    * ``active_units``: the active counts as a list of ints; ``units_total``: ``UNIT_TOTALS[arch]``;
+    * ``unit_sparsity``: percent of pruned units (:func:`unit_sparsity`);
+    * ``flops`` / ``flops_orig``: :func:`analytic_flops` of the pruned / full network;
+    * ``flops_speedup``: ``flops_orig / flops`` (``inf`` if the pruned network costs 0 FLOPs);
+    * ``memory`` / ``memory_orig``: :func:`analytic_memory` of the pruned / full network;
+    * ``memory_pct``: ``memory / memory_orig * 100``.
+
+    >>> r = efficiency_report("lenet5_caffe", [4, 23, 61, 129])
+    >>> round(r["memory_pct"], 2), round(r["flops_speedup"], 2), round(r["unit_sparsity"], 2)
+    (6.81, 10.6, 84.16)
+    """
+    values = _check_active(arch, active)
+    full = full_units(arch)
+    flops = analytic_flops(arch, values, num_classes=num_classes)
+    flops_orig = analytic_flops(arch, full, num_classes=num_classes)
+    memory = analytic_memory(arch, values, num_classes=num_classes, legacy_memory=legacy_memory)
+    memory_orig = analytic_memory(arch, full, num_classes=num_classes, legacy_memory=legacy_memory)
+    return {
+        "active_units": values,
+        "units_total": UNIT_TOTALS[arch],
+        "unit_sparsity": unit_sparsity(arch, values),
+        "flops": flops,
+        "flops_orig": flops_orig,
+        "flops_speedup": flops_orig / flops if flops > 0 else math.inf,
+        "memory": memory,
+        "memory_orig": memory_orig,
+        "memory_pct": memory / memory_orig * 100.0,
+    }
+
+
+def measured_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """FLOPs of one forward pass counted by :class:`torch.utils.flop_counter.FlopCounterMode`.
+
+    ``input_shape`` is the shape of *one* example, e.g. ``(1, 28, 28)``; a batch of one zero image
+    is run in eval mode under ``torch.no_grad`` (the caller's train/eval flags are restored).
+    The model may live on the ``meta`` device, in which case nothing is computed.
+
+    FlopCounterMode counts only matrix products and convolutions, as ``2 x MACs``; bias additions,
+    activations, pooling and BN are free. Relation to :func:`analytic_flops` for the same
+    (physically compacted) network: the analytic count exceeds this one by exactly one FLOP per
+    conv output and per dense output that gets a bias and an activation (``-1`` of ``2n - 1``,
+    ``+1`` bias, ``+1`` activation), one per output of a dense layer without activation is
+    ``0`` (``-1 + 1``), plus the pooling terms.
+    """
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    x = torch.zeros((1, *(operator.index(s) for s in input_shape)), device=device, dtype=dtype)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return int(counter.get_total_flops())
+
+
+_WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
+_NORM_LAYERS = (nn.modules.batchnorm._BatchNorm,)
+
+
+def weight_stats(model: nn.Module) -> dict:
+    """Parameter and weight counts of the conv / linear / BN layers of ``model``.
+
+    Returns a dict with keys
+
+    * ``params``: weights and biases of every conv and linear layer plus the affine ``weight`` and
+      ``bias`` of every BN layer (BN running statistics, mask parameters and other parameters are
+      not counted);
+    * ``bytes``: the storage of those ``params`` tensors;
+    * ``weights``: the number of conv / linear weight entries (no biases);
+    * ``zero_weights``: how many of those are exactly zero;
+    * ``weight_sparsity``: ``zero_weights / weights * 100`` (0 when there are no weights).
+
+    Weight sparsity is what unstructured pruning (ADMM) reports; it is not comparable with the
+    unit sparsity of :func:`unit_sparsity` (SPEC A.5). For a compacted network, ``params`` and
+    ``bytes`` are the real size of the smaller model.
+    """
+    params = 0
+    nbytes = 0
+    weights = 0
+    zeros = 0
+    for module in model.modules():
+        if isinstance(module, _WEIGHT_LAYERS):
+            w = module.weight
+            weights += w.numel()
+            zeros += int((w.detach() == 0).sum().item())
+        elif not isinstance(module, _NORM_LAYERS):
+            continue
+        for name in ("weight", "bias"):
+            p = getattr(module, name, None)
+            if isinstance(p, torch.Tensor):
+                params += p.numel()
+                nbytes += p.numel() * p.element_size()
+    return {
+        "params": params,
+        "bytes": nbytes,
+        "weights": weights,
+        "zero_weights": zeros,
+        "weight_sparsity": zeros / weights * 100.0 if weights else 0.0,
+    }

@@ -1,0 +1,87 @@
+"""VGG-16, CIFAR variant of the paper (SPEC B section 3).
+
+Each of the 13 blocks is conv3x3 (SAME, bias) -> mask -> BN -> ReLU -> dropout or maxpool 2x2;
+the head is flatten (512) -> [dropout 0.5, plain model only] -> mask14 -> dense14 512->512 ->
+BN14 -> ReLU -> [dropout 0.5, plain model only] -> mask15 -> dense15 512->C.
+
+The masks sit *before* BN as in the reference (SPEC A item 6): a pruned channel then outputs the
+constant ``ReLU(beta - gamma * mu / sqrt(var + eps))``, which compaction folds into the next bias.
+BN uses the reference's momentum 0.99 (PyTorch ``momentum=0.01``) and eps 1e-3. Normalization
+with the CIFAR channel statistics is the first layer, so the model takes [0, 1] pixels.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..nn.beta_bernoulli import BetaBernoulliDropout
+from . import register_model
+from .base import Classifier, InputNormalize, glorot_init_
+
+#: widths of the 13 conv layers; what follows each block: a dropout rate or "M" (maxpool)
+CONV_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+AFTER_BLOCK = (0.3, "M", 0.4, "M", 0.4, 0.4, "M", 0.4, 0.4, "M", 0.4, 0.4, "M")
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+class VGG16(Classifier):
+    arch = "vgg16"
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, *, bbd: bool = False,
+                 conv_mask_init: float = 2.0, head_mask_init: float = -1.0,
+                 ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        mean, std = (CIFAR_MEAN, CIFAR_STD) if in_channels == 3 else ((0.5,) * in_channels, (0.25,) * in_channels)
+        self.normalize = InputNormalize(mean, std)
+        self.convs = nn.ModuleList()
+        self.masks = nn.ModuleList()
+        self.bns = nn.ModuleList()
+        c_in = in_channels
+        for width in CONV_WIDTHS:
+            self.convs.append(nn.Conv2d(c_in, width, 3, padding=1))
+            self.masks.append(BetaBernoulliDropout(width, a_init=conv_mask_init) if bbd else nn.Identity())
+            self.bns.append(nn.BatchNorm2d(width, eps=1e-3, momentum=0.01))
+            c_in = width
+        # The head dropouts exist only in the plain ("base") network, as in the reference.
+        self.head_dropout = 0.0 if bbd else 0.5
+        self.mask14 = BetaBernoulliDropout(512, a_init=head_mask_init) if bbd else nn.Identity()
+        self.dense14 = nn.Linear(512, 512)
+        self.bn14 = nn.BatchNorm1d(512, eps=1e-3, momentum=0.01)
+        self.mask15 = BetaBernoulliDropout(512, a_init=head_mask_init) if bbd else nn.Identity()
+        self.dense15 = nn.Linear(512, num_classes)
+        glorot_init_(self)
+
+    def latent_names(self) -> list[str]:
+        return [f"conv{i + 1}" for i in range(13)] + ["dense14_linear", "dense14"]
+
+    def forward_intermediates(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        latents = []
+        h = self.normalize(x)
+        for conv, mask, bn, after in zip(self.convs, self.masks, self.bns, AFTER_BLOCK, strict=True):
+            h = F.relu(bn(mask(conv(h))))
+            latents.append(h)
+            h = F.max_pool2d(h, 2) if after == "M" else F.dropout(h, after, self.training)
+        h = F.dropout(h.flatten(1), self.head_dropout, self.training)
+        lin = self.dense14(self.mask14(h))
+        latents.append(lin)  # the reference records dense14's pre-BN output as well (SPEC B section 1)
+        h = F.relu(self.bn14(lin))
+        latents.append(h)
+        h = F.dropout(h, self.head_dropout, self.training)
+        return self.dense15(self.mask15(h)), latents
+
+
+@register_model("vgg16")
+def vgg16(num_classes: int = 10, in_channels: int = 3) -> VGG16:
+    """VGG-16 (CIFAR) without masks: Standard, AT, TRADES, ... rows."""
+    return VGG16(num_classes, in_channels)
+
+
+@register_model("vgg16_bbd")
+def vgg16_bbd(num_classes: int = 10, in_channels: int = 3, conv_mask_init: float = 2.0,
+              head_mask_init: float = -1.0) -> VGG16:
+    """VGG-16 with 15 Beta-Bernoulli masks (13 conv, 2 head): BP, ANP, ANP-VS rows."""
+    return VGG16(num_classes, in_channels, bbd=True, conv_mask_init=conv_mask_init,
+                 head_mask_init=head_mask_init)

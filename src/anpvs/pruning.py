@@ -1,0 +1,33 @@
+"""Mask bookkeeping shared by training, evaluation and the efficiency metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .nn.beta_bernoulli import BetaBernoulliDropout
+
+
+def named_masks(model: nn.Module) -> list[tuple[str, BetaBernoulliDropout]]:
+    """The Beta-Bernoulli layers of ``model`` with their module names, in forward order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, BetaBernoulliDropout)]
+
+
+def active_units(model: nn.Module) -> list[int]:
+    """Active units per masked layer (E[pi] > threshold); the full widths for an unmasked model."""
+    masks = named_masks(model)
+    if masks:
+        return [m.n_active() for _, m in masks]
+    from .metrics.efficiency import full_units
+
+    return list(full_units(model.arch))
+
+
+def mask_summary(model: nn.Module) -> dict[str, Any]:
+    """``{"active_units": {layer: n}, "kl": {layer: kl}}`` for logging (empty for unmasked models)."""
+    masks = named_masks(model)
+    return {
+        "active_units": {name: m.n_active() for name, m in masks},
+        "kl": {name: round(float(m.kl()), 4) for name, m in masks},
+    }

@@ -1,0 +1,312 @@
+"""The one training loop shared by every method (:func:`fit`).
+
+A run directory holds ``config.yaml`` (the resolved config), ``log.jsonl`` (one JSON line per
+epoch) and ``checkpoint.pt`` (written atomically at the end of every epoch, with optimizer,
+scheduler and RNG states, so ``resume=True`` continues an interrupted run and reaches the same
+weights as an uninterrupted one on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from tqdm.auto import tqdm
+
+from .attacks import PGD, eval_mode
+from .checkpoint import CheckpointError, atomic_save, load_weights, make_checkpoint, read_checkpoint
+from .config import Config, config_from_dict
+from .data import BatchLoader, load_dataset
+from .methods import Method, build_method
+from .models import create_model
+from .nn.beta_bernoulli import mask_parameters
+from .pruning import mask_summary, named_masks
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverged loss, collapsed layer, refusing to overwrite a run)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TrainingError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def model_spec(cfg: Config, method: Method, num_classes: int, in_channels: int) -> tuple[str, dict[str, Any]]:
+    """Registry name and kwargs of the model a config trains (methods with masks use the ``_bbd`` variant)."""
+    name = cfg.model.name
+    variant = method.model_variant
+    if variant and not name.endswith(f"_{variant}"):
+        name = f"{name}_{variant}"
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels}
+    if name.endswith("_bbd"):
+        if cfg.model.mask_init is not None:
+            kwargs["head_mask_init" if name.startswith("vgg") else "mask_init"] = cfg.model.mask_init
+        if cfg.model.conv_mask_init is not None and name.startswith("vgg"):
+            kwargs["conv_mask_init"] = cfg.model.conv_mask_init
+    return name, kwargs
+
+
+def build_model(cfg: Config, method: Method, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    name, kwargs = model_spec(cfg, method, num_classes, input_shape[0])
+    model = create_model(name, **kwargs)
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(torch.zeros(1, *input_shape))
+    except RuntimeError:
+        raise TrainingError(f"model {name!r} does not accept {cfg.data.name} images of shape {tuple(input_shape)}; "
+                            f"pick a model made for this input size") from None
+    return model
+
+
+def staircase(milestones: list[float], gamma: float, total_steps: int):
+    """LR factor per step: ``gamma ** (number of milestones passed)``; milestones are fractions of training."""
+    bounds = sorted(int(round(m * total_steps)) for m in milestones)
+    return lambda step: gamma ** sum(step >= b for b in bounds)
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+    """(mask parameters, decayed weights = conv/linear weight tensors, other weights = biases and BN)."""
+    masks = mask_parameters(model)
+    mask_ids = {id(p) for p in masks}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if id(p) in mask_ids or not p.requires_grad:
+            continue
+        (decay if p.dim() > 1 else no_decay).append(p)
+    return masks, decay, no_decay
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += (model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
+    return 100.0 * correct / max(len(x), 1)
+
+
+def validate(model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, attack: PGD) -> dict[str, float]:
+    """Clean and PGD accuracy of the *test-mode* network on the validation split (the network users get)."""
+    with eval_mode(model):
+        clean = _accuracy(model, val_x, val_y)
+        adv = torch.cat([attack(model, val_x[i:i + 500], val_y[i:i + 500]) for i in range(0, len(val_x), 500)])
+        robust = _accuracy(model, adv, val_y)
+    return {"val_clean_acc": round(clean, 2), f"val_pgd{attack.steps}_acc": round(robust, 2)}
+
+
+def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train a model as ``cfg`` says and return a summary ``{"run_dir", "checkpoint", "epoch", "metrics"}``."""
+    run_dir = Path(cfg.out)
+    ckpt_path = run_dir / "checkpoint.pt"
+    state = None
+    if ckpt_path.exists():
+        if not resume:
+            raise TrainingError(f"{str(run_dir)!r} already holds a checkpoint; pass --resume to continue it "
+                                f"or choose another --out")
+        state = read_checkpoint(ckpt_path)
+        saved = config_from_dict(state["config"])
+        if saved.to_dict() != cfg.to_dict():
+            log.warning("resuming %s with the configuration saved in its checkpoint", run_dir)
+        cfg = saved
+        if state["epoch"] >= cfg.train.epochs:
+            log.info("%s is already complete (%d epochs)", run_dir, state["epoch"])
+            return {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "epoch": state["epoch"],
+                    "metrics": state.get("metrics", {})}
+
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    d = cfg.data
+    data = load_dataset(d.name, d.dir, download=d.download, val_size=d.val_size,
+                        train_limit=d.train_limit, test_limit=d.test_limit, seed=d.seed)
+    augment = d.augment if d.augment is not None else d.name.startswith("cifar")
+    loader = BatchLoader(data.train, cfg.train.batch_size, shuffle=True, augment=augment, seed=cfg.seed,
+                         drop_last=len(data.train) > cfg.train.batch_size, device=device)
+    method = build_method(cfg, len(data.train))
+    model = build_model(cfg, method, data.input_shape, data.num_classes)
+    if state is None and cfg.init:
+        init = read_checkpoint(cfg.init)
+        kept = load_weights(model, init["state_dict"])
+        log.info("initialised from %s (%s left at their initial values)", cfg.init, len(kept))
+    elif state is None and method.wants_init:
+        log.warning("method %s normally starts from a Standard checkpoint (init=...); training from scratch",
+                    cfg.method.name)
+    model.to(device)
+
+    masks, decay, no_decay = split_parameters(model)
+    opt_w = torch.optim.Adam([{"params": decay, "weight_decay": cfg.train.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr)
+    optimizers = {"weights": opt_w}
+    if masks:
+        optimizers["masks"] = torch.optim.Adam(masks, lr=cfg.train.mask_lr)
+    total_steps = cfg.train.epochs * len(loader)
+    factor = staircase(cfg.train.lr_milestones, cfg.train.lr_gamma, total_steps)
+    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimizers.items()}
+
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+        for k, o in optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+            schedulers[k].load_state_dict(state["schedulers"][k])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        start_epoch = state["epoch"]
+        log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    log_path = run_dir / "log.jsonl"
+    _truncate_log(log_path, start_epoch)
+
+    val_x = val_y = None
+    if data.val is not None:
+        val_x, val_y = data.val.images.to(device).float().div_(255), data.val.labels.to(device)
+    val_attack = PGD(eps=cfg.attack.eps, step_size=cfg.attack.step_size, steps=cfg.attack.steps,
+                     norm=cfg.attack.norm)
+    metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.train.epochs):
+        t0 = time.time()
+        loader.set_epoch(epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        n_seen = 0
+        bar = tqdm(loader, desc=f"{cfg.method.name} epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+                   disable=not progress, dynamic_ncols=True)
+        for x, y in bar:
+            out = method.loss(model, x, y)
+            loss = out["loss"]
+            if not torch.isfinite(loss) or ("mask_loss" in out and not torch.isfinite(out["mask_loss"])):
+                raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}; the last good checkpoint "
+                                    f"is kept in {str(run_dir)!r}; lower train.lr or check the data")
+            for o in optimizers.values():
+                o.zero_grad(set_to_none=True)
+            if masks and "mask_loss" in out:
+                # Two losses, two parameter groups (SPEC A item 7): the masks see only mask_loss.
+                out["mask_loss"].backward(inputs=masks, retain_graph=True)
+                weights = decay + no_decay
+                loss.backward(inputs=weights)
+            else:
+                loss.backward()
+            for o in optimizers.values():
+                o.step()
+            for s in schedulers.values():
+                s.step()
+            b = len(y)
+            n_seen += b
+            _accumulate(sums, out, y, b)
+            bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}", acc=f"{sums['acc'] / n_seen:.1f}")
+        bar.close()
+        metrics = {k: round(v / max(n_seen, 1), 4) for k, v in sums.items()}
+        metrics["lr"] = opt_w.param_groups[0]["lr"]
+        if masks:
+            metrics["mask_lr"] = optimizers["masks"].param_groups[0]["lr"]
+            metrics.update(mask_summary(model))
+            metrics.update(_efficiency(model))
+        if val_x is not None and ((epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs):
+            metrics.update(validate(model, val_x, val_y, val_attack))
+        metrics["epoch_time_s"] = round(time.time() - t0, 2)
+        _check_collapse(model, cfg, epoch, run_dir, len(data.train))
+
+        ckpt = make_checkpoint(
+            model, config=cfg.to_dict(), epoch=epoch + 1, metrics=metrics,
+            optimizers={k: o.state_dict() for k, o in optimizers.items()},
+            schedulers={k: s.state_dict() for k, s in schedulers.items()},
+            rng={"torch": torch.get_rng_state(),
+                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+            data={"name": data.name, "source": data.source, "num_classes": data.num_classes,
+                  "input_shape": list(data.input_shape), "n_train": len(data.train)},
+        )
+        atomic_save(ckpt, ckpt_path)
+        with log_path.open("a") as f:
+            f.write(json.dumps({"epoch": epoch + 1, **metrics}) + "\n")
+        log.info("epoch %d/%d %s", epoch + 1, cfg.train.epochs, _brief(metrics))
+    return {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "epoch": cfg.train.epochs, "metrics": metrics}
+
+
+def _accumulate(sums: dict[str, float], out: dict[str, Any], y: torch.Tensor, b: int) -> None:
+    def add(k: str, v: float) -> None:
+        sums[k] = sums.get(k, 0.0) + v * b
+
+    add("loss", float(out["loss"].detach()))
+    add("acc", 100.0 * (out["logits"].detach().argmax(1) == y).float().mean().item())
+    if "logits_adv" in out:
+        add("adv_acc", 100.0 * (out["logits_adv"].detach().argmax(1) == y).float().mean().item())
+    for k, v in out.items():
+        if k in ("loss", "logits", "logits_adv") or not isinstance(v, torch.Tensor) or v.numel() != 1:
+            continue
+        add(k, float(v.detach()))
+
+
+def _efficiency(model: nn.Module) -> dict[str, Any]:
+    from .metrics.efficiency import efficiency_report
+
+    rep = efficiency_report(model.arch, [m.n_active() for _, m in named_masks(model)],
+                            num_classes=model.num_classes)
+    return {"unit_sparsity": round(rep["unit_sparsity"], 2), "flops_speedup": round(rep["flops_speedup"], 3),
+            "memory_pct": round(rep["memory_pct"], 2)}
+
+
+def _check_collapse(model: nn.Module, cfg: Config, epoch: int, run_dir: Path, n_train: int) -> None:
+    """Stop when a masked layer has no active unit left: the network can no longer predict."""
+    for name, m in named_masks(model):
+        if m.n_active() == 0:
+            n = cfg.method.kl_n or n_train
+            raise TrainingError(
+                f"layer {name!r} collapsed to 0 active units at epoch {epoch + 1} with method.beta={cfg.method.beta} "
+                f"(beta*KL/N, N={n}); the last good checkpoint is kept in {str(run_dir)!r}; "
+                f"lower method.beta or raise method.kl_n")
+
+
+def _truncate_log(path: Path, epochs_done: int) -> None:
+    """Drop log lines of epochs after the checkpoint (an interrupted epoch is redone on resume)."""
+    if not path.exists():
+        return
+    if epochs_done == 0:
+        path.unlink()
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epochs_done]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _brief(metrics: dict[str, Any]) -> str:
+    parts = []
+    for k, v in metrics.items():
+        if isinstance(v, float) and math.isfinite(v):
+            parts.append(f"{k}={v:g}")
+        elif isinstance(v, dict) and k == "active_units":
+            parts.append(f"active={list(v.values())}")
+    return " ".join(parts)
+
+
+__all__ = ["CheckpointError", "TrainingError", "fit", "resolve_device"]
