@@ -80,7 +80,10 @@ class TrainConfig:
     lr: float = 1e-3  # Adam learning rate of the weights
     mask_lr: float = 1e-2  # Adam learning rate of the mask parameters (a_uc, b_uc)
     weight_decay: float = 1e-4  # L2 on conv/linear weights: adds weight_decay * sum(w^2)/2 to the loss
-    lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.7])  # fractions of all steps
+    optimizer: str = "adam"  # adam (reference) | sgd (Nesterov momentum; recipes of TRADES, Pretrained AT, ADMM)
+    momentum: float = 0.9  # SGD momentum
+    schedule: str = "staircase"  # staircase (reference) | cosine | constant
+    lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.7])  # staircase: fractions of all steps
     lr_gamma: float = 0.1  # staircase factor at each milestone
     val_every: int = 1  # epochs between test-mode validation passes (needs data.val_size > 0)
 
@@ -291,6 +294,9 @@ def validate(cfg: Config) -> None:
     need(t.weight_decay >= 0, "train.weight_decay must be >= 0")
     need(all(0 < m <= 1 for m in t.lr_milestones), "train.lr_milestones are fractions of training in (0, 1]")
     need(t.lr_gamma > 0, "train.lr_gamma must be > 0")
+    need(t.optimizer in ("adam", "sgd"), f"train.optimizer must be adam or sgd (got {t.optimizer!r})")
+    need(t.schedule in ("staircase", "cosine", "constant"),
+         f"train.schedule must be staircase, cosine or constant (got {t.schedule!r})")
     need(t.val_every >= 1, "train.val_every must be >= 1")
     m = cfg.method
     need(m.adv_loss in ("mixed", "madry"), f"method.adv_loss must be mixed or madry (got {m.adv_loss!r})")

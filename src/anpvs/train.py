@@ -89,10 +89,24 @@ def build_model(cfg: Config, method: Method, input_shape: tuple[int, int, int], 
     return model
 
 
-def staircase(milestones: list[float], gamma: float, total_steps: int):
-    """LR factor per step: ``gamma ** (number of milestones passed)``; milestones are fractions of training."""
-    bounds = sorted(int(round(m * total_steps)) for m in milestones)
-    return lambda step: gamma ** sum(step >= b for b in bounds)
+def lr_factor(cfg: Config, total_steps: int):
+    """LR multiplier per optimizer step.
+
+    ``staircase`` (reference): ``gamma ** (milestones passed)``, milestones as fractions of all steps;
+    ``cosine``: half a cosine from 1 to 0 over training; ``constant``: 1."""
+    t = cfg.train
+    if t.schedule == "cosine":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    if t.schedule == "constant":
+        return lambda step: 1.0
+    bounds = sorted(int(round(m * total_steps)) for m in t.lr_milestones)
+    return lambda step: t.lr_gamma ** sum(step >= b for b in bounds)
+
+
+def make_optimizer(cfg: Config, groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    if cfg.train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.train.momentum, nesterov=cfg.train.momentum > 0)
+    return torch.optim.Adam(groups, lr=lr)
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
@@ -163,13 +177,13 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
     model.to(device)
 
     masks, decay, no_decay = split_parameters(model)
-    opt_w = torch.optim.Adam([{"params": decay, "weight_decay": cfg.train.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr)
+    opt_w = make_optimizer(cfg, [{"params": decay, "weight_decay": cfg.train.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], cfg.train.lr)
     optimizers = {"weights": opt_w}
     if masks:
         optimizers["masks"] = torch.optim.Adam(masks, lr=cfg.train.mask_lr)
     total_steps = cfg.train.epochs * len(loader)
-    factor = staircase(cfg.train.lr_milestones, cfg.train.lr_gamma, total_steps)
+    factor = lr_factor(cfg, total_steps)
     schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimizers.items()}
 
     start_epoch = 0
@@ -178,6 +192,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
         for k, o in optimizers.items():
             o.load_state_dict(state["optimizers"][k])
             schedulers[k].load_state_dict(state["schedulers"][k])
+        method.load_state_dict(state.get("method_state") or {})
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
@@ -222,12 +237,15 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
                 o.step()
             for s in schedulers.values():
                 s.step()
+            method.on_step_end(model)
             b = len(y)
             n_seen += b
             _accumulate(sums, out, y, b)
             bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}", acc=f"{sums['acc'] / n_seen:.1f}")
         bar.close()
+        method.on_epoch_end(model, epoch)
         metrics = {k: round(v / max(n_seen, 1), 4) for k, v in sums.items()}
+        metrics.update(method.epoch_metrics(model))
         metrics["lr"] = opt_w.param_groups[0]["lr"]
         if masks:
             metrics["mask_lr"] = optimizers["masks"].param_groups[0]["lr"]
@@ -241,6 +259,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
         ckpt = make_checkpoint(
             model, config=cfg.to_dict(), epoch=epoch + 1, metrics=metrics,
             optimizers={k: o.state_dict() for k, o in optimizers.items()},
+            method_state=method.state_dict(),
             schedulers={k: s.state_dict() for k, s in schedulers.items()},
             rng={"torch": torch.get_rng_state(),
                  "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},

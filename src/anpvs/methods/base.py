@@ -44,8 +44,22 @@ class Method:
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError
 
+    def on_step_end(self, model: nn.Module) -> None:
+        """Hook after each optimizer step (e.g. re-applying hard pruning masks)."""
+
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
-        """Hook for methods with per-epoch state (e.g. ADMM's Z/U updates)."""
+        """Hook after each epoch, before the checkpoint is written (e.g. ADMM's Z/U updates)."""
+
+    def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
+        """Extra scalars for the epoch's log line."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state saved in checkpoints (tensors and primitive containers only), restored on resume."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
 
 def build_method(cfg: Config, n_train: int) -> Method:
