@@ -2,13 +2,14 @@
 
 Public API::
 
-    from anpvs import create_model, list_models, PGD, FGSM, load_model, fit, evaluate
+    from anpvs import create_model, list_models, PGD, FGSM, load_model, fit, evaluate, compact
 """
 
 __version__ = "0.1.0"
 
 from .attacks import FGSM, PGD  # noqa: E402
 from .checkpoint import load_model  # noqa: E402
+from .compact import compact  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
 
 
@@ -25,4 +26,5 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["FGSM", "PGD", "__version__", "create_model", "evaluate", "fit", "list_models", "load_model"]
+__all__ = ["FGSM", "PGD", "__version__", "compact", "create_model", "evaluate", "fit", "list_models",
+           "load_model"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from collections.abc import Collection
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -98,21 +99,39 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     return model.to(map_location).eval(), ckpt
 
 
-def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
+def head_parameter_names(model: nn.Module) -> list[str]:
+    """State-dict names of the classifier head: the entries of the last ``nn.Linear`` (``dense4``, ``dense15``)."""
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return []
+    prefix = f"{linears[-1]}."
+    return [k for k in model.state_dict() if k.startswith(prefix)]
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *,
+                 reinit: Collection[str] = ()) -> list[str]:
     """Load weights from another variant of the same architecture (e.g. Standard into ``*_bbd``).
 
     Parameters missing from ``state_dict`` are allowed only when they are mask parameters
-    (``a_uc``/``b_uc``), which keep their initial values; any other mismatch raises. Returns the
-    names of the parameters left at their initial values."""
+    (``a_uc``/``b_uc``), which keep their initial values. Entries named in ``reinit`` (e.g.
+    :func:`head_parameter_names`, for a checkpoint trained with another number of classes) may have
+    another shape: they are not loaded and keep their initial values. Any other mismatch raises.
+    Returns the names of the parameters left at their initial values."""
     own = model.state_dict()
     unexpected = [k for k in state_dict if k not in own]
     missing = [k for k in own if k not in state_dict]
     bad_missing = [k for k in missing if not k.endswith(("a_uc", "b_uc"))]
-    shape = [k for k in state_dict if k in own and own[k].shape != state_dict[k].shape]
+    mismatched = [k for k in state_dict if k in own and own[k].shape != state_dict[k].shape]
+    skipped = [k for k in mismatched if k in set(reinit)]
+    shape = [k for k in mismatched if k not in skipped]
     if unexpected or bad_missing or shape:
+        hint = ""
+        if shape and not unexpected and not bad_missing and set(shape) <= set(head_parameter_names(model)):
+            hint = " (a classifier head trained for another number of classes loads with method.reinit_head=true)"
         raise CheckpointError(
             "initial weights do not fit the model: "
             + "; ".join(f"{n}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}"
-                        for n, v in (("unexpected", unexpected), ("missing", bad_missing), ("shape", shape)) if v))
-    model.load_state_dict(state_dict, strict=False)
-    return missing
+                        for n, v in (("unexpected", unexpected), ("missing", bad_missing), ("shape", shape)) if v)
+            + hint)
+    model.load_state_dict({k: v for k, v in state_dict.items() if k not in skipped}, strict=False)
+    return missing + skipped

@@ -1,4 +1,4 @@
-"""Command line: ``anpvs train | eval | demo`` (``anpvs --help``).
+"""Command line: ``anpvs train | eval | check | demo | reproduce | figures`` (``anpvs --help``).
 
 Invalid input ends with a one-line ``anpvs: error: ...`` message and a non-zero exit status.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from typing import Any
 
 from . import __version__
@@ -57,8 +58,9 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy, robustness, vulnerability, efficiency")
     p.add_argument("checkpoint", help="checkpoint.pt of a run")
-    p.add_argument("--attack", action="append", choices=["pgd", "fgsm"], default=None,
-                   help="attacks to run (repeatable; default: pgd)")
+    p.add_argument("--attack", action="append", choices=["pgd", "fgsm", "autoattack"], default=None,
+                   help="attacks to run (repeatable; default: pgd; autoattack needs pip install 'anpvs[eval]' "
+                        "and runs beside pgd)")
     p.add_argument("--eps", type=float, help="attack radius in pixel units (default: the run's eval.eps)")
     p.add_argument("--step-size", type=float, help="PGD step in pixel units (default: eval.step_size)")
     p.add_argument("--steps", type=int, help="PGD iterations (default: eval.steps, 40)")
@@ -71,7 +73,35 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="evaluation batch size")
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--eot", type=int, help="PGD/FGSM average gradients over N stochastic forwards "
+                                           "(default: 1, or 10 with --sample-weights)")
+    p.add_argument("--sample-weights", action="store_true",
+                   help="Bayesian models (*_bnn): sample weights at test time; predict with an ensemble, "
+                        "attack with EOT")
+    p.add_argument("--ensemble", type=int, help="with --sample-weights: average the softmax of K sampled forwards "
+                                                "(default: 10)")
     p.add_argument("--out", help="JSON record path (default: eval.json next to the checkpoint)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_check_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="sanity checks of the evaluation: stochastic forward, probabilities, zero "
+                                     "gradients, eps sweep (docs/checks.md)")
+    p.add_argument("checkpoint", help="checkpoint.pt of a run")
+    p.add_argument("--test-limit", type=int, default=1000, help="test images of the eps sweep (default: 1000)")
+    p.add_argument("--eps-sweep", type=lambda t: [float(v) for v in t.split(",")], metavar="E1,E2,...",
+                   help="radii of the sweep (default: 0, 1/3, 2/3, 1, 5/3 x eval.eps and 1.0 for linf)")
+    p.add_argument("--steps", type=int, help="PGD iterations (default: eval.steps)")
+    p.add_argument("--eot", type=int, help="PGD averages gradients over N forwards (default: 1, 10 with "
+                                           "--sample-weights)")
+    p.add_argument("--sample-weights", action="store_true", help="Bayesian models: sample weights at test time")
+    p.add_argument("--ensemble", type=int, help="with --sample-weights: predictions average K sampled forwards")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when a check fires")
+    p.add_argument("--data-dir", help="where the test data lives (default: the run's data.dir)")
+    p.add_argument("--batch-size", type=int, help="evaluation batch size")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--out", help="JSON record path (default: check.json next to the checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -84,6 +114,31 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="train and evaluate every row of one of the paper's tables over seeds; "
+                                         "write the table (md/csv/json) and the figures (resumable)")
+    p.add_argument("--table", choices=["mnist", "cifar10", "cifar100"], help="which table (picks the protocol)")
+    p.add_argument("--scale", choices=["paper", "cpu"], default="cpu",
+                   help="paper: the paper's protocol (GPU); cpu: the reduced protocol (default)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every row (the paper: 5)")
+    p.add_argument("--out", default="runs/reproduce", help="output folder (runs/, table.*, figures/)")
+    p.add_argument("--rows", type=lambda t: [r.strip() for r in t.split(",") if r.strip()], metavar="A,B,...",
+                   help="only these rows (e.g. standard,at,anp_vs); their dependencies still train")
+    p.add_argument("--protocol", metavar="FILE", help="a protocol YAML replacing the shipped one")
+    p.add_argument("--data-dir", help="local data folder of the table's dataset (MNIST IDX files, CIFAR batches)")
+    p.add_argument("--pretrain-data-dir", help="local data folder of the pre-training runs (e.g. Fashion-MNIST)")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_figures_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("figures", help="(re)draw the figures of an anpvs reproduce folder without retraining")
+    p.add_argument("dir", help="the --out folder of anpvs reproduce")
+    p.add_argument("--n-images", type=int, help="test images used by the figures (default: the protocol's)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anpvs", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"anpvs {__version__}")
@@ -91,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
     _add_eval_parser(sub)
+    _add_check_parser(sub)
     _add_demo_parser(sub)
+    _add_reproduce_parser(sub)
+    _add_figures_parser(sub)
     return parser
 
 
@@ -122,15 +180,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .checks import AnpvsEvaluationWarning
     from .runner import evaluate_checkpoint, format_eval
 
-    record = evaluate_checkpoint(
-        args.checkpoint, attacks=args.attack or ["pgd"], eps=args.eps, step_size=args.step_size,
-        steps=args.steps, restarts=args.restarts, norm=args.norm, source=args.attack_source,
-        data_dir=args.data_dir, test_limit=args.test_limit, batch_size=args.batch_size, seed=args.seed,
-        device=args.device, out=args.out, progress=not args.quiet)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AnpvsEvaluationWarning)  # format_eval prints them
+        record = evaluate_checkpoint(
+            args.checkpoint, attacks=args.attack or ["pgd"], eps=args.eps, step_size=args.step_size,
+            steps=args.steps, restarts=args.restarts, norm=args.norm, source=args.attack_source,
+            data_dir=args.data_dir, test_limit=args.test_limit, batch_size=args.batch_size, seed=args.seed,
+            device=args.device, out=args.out, progress=not args.quiet, eot=args.eot,
+            sample_weights=args.sample_weights, ensemble=args.ensemble)
     print(format_eval(record))
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .checks import AnpvsEvaluationWarning, check_checkpoint, format_check
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AnpvsEvaluationWarning)  # format_check prints them
+        record = check_checkpoint(
+            args.checkpoint, eps_values=args.eps_sweep, steps=args.steps, test_limit=args.test_limit,
+            sample_weights=args.sample_weights, eot=args.eot, ensemble=args.ensemble, data_dir=args.data_dir,
+            batch_size=args.batch_size, seed=args.seed, device=args.device, out=args.out, progress=not args.quiet)
+    print(format_check(record))
+    return 1 if args.strict and record["warnings"] else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -140,21 +215,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import format_summary, reproduce
+
+    if args.table is None and args.protocol is None:
+        raise ConfigError("give --table mnist|cifar10|cifar100 (or --protocol FILE)")
+    try:
+        summary = reproduce(args.table, seeds=args.seeds, scale=args.scale, out=args.out, rows=args.rows,
+                            protocol=args.protocol, device=args.device, data_dir=args.data_dir,
+                            pretrain_data_dir=args.pretrain_data_dir, figures=not args.no_figures,
+                            progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("anpvs: interrupted; rerun the same command to resume (finished runs and evaluations are kept)",
+              file=sys.stderr)
+        return 130
+    print(format_summary(summary))
+    return 1 if summary["failed"] else 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from .figures import draw_figures
+
+    paths = draw_figures(args.dir, device=args.device, n_images=args.n_images)
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .attacks import OptionalDependencyError
     from .checkpoint import CheckpointError
     from .data import DataNotFoundError
+    from .figures import FiguresUnavailable
     from .train import TrainingError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    commands = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}
+    commands = {"train": cmd_train, "eval": cmd_eval, "check": cmd_check, "demo": cmd_demo,
+                "reproduce": cmd_reproduce, "figures": cmd_figures}
     try:
         return commands[args.command](args)
     except ConfigError as e:
         parser.exit(2, f"anpvs: error: {e}\n")
-    except (CheckpointError, DataNotFoundError, TrainingError) as e:
+    except (CheckpointError, DataNotFoundError, TrainingError, OptionalDependencyError, FiguresUnavailable) as e:
         parser.exit(1, f"anpvs: error: {e}\n")
     except KeyError as e:  # unknown registry names
         parser.exit(2, f"anpvs: error: {e.args[0] if e.args else e}\n")

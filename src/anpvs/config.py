@@ -68,9 +68,17 @@ class MethodConfig:
     adv_weight: float = 2.0  # w above (reference: 2)
     beta: float = 1.0  # weight of KL/N for the Beta-Bernoulli masks (paper: 4 MNIST, 2 CIFAR-10, 1 CIFAR-100)
     kl_n: int = 0  # N in beta*KL/N; 0 = size of the training set (the reference uses 60,000 / 50,000)
+    kl_layer_scale: list[float] = field(default_factory=list)  # per-mask KL multipliers; [] = all 1 (paper)
     vs_weight: float = 0.0  # lambda of the vulnerability suppression loss
     vs_reduction: str = "mean"  # "mean" (reference code) or "sum" (paper text) over features
     trades_beta: float = 6.0  # TRADES trade-off
+    reinit_head: bool = False  # init: re-initialise a classifier head whose shape differs (pretrained_at: true)
+    bnn_kl_weight: float = 100.0  # AT BNN: the Gaussian KL enters the loss as KL / (N * bnn_kl_weight) (reference)
+    admm_sparsity: float = 0.8  # ADMM: fraction of conv/linear weights pruned (paper: 0.8 MNIST, 0.75 CIFAR)
+    admm_structure: str = "layer"  # ADMM projection: layer (top-k per layer) | global | filter (conv filters)
+    admm_rho: float = 1e-3  # ADMM penalty rho of rho/2 ||W - Z + U||^2 (official: 1e-3)
+    admm_update_every: int = 1  # ADMM: epochs between Z/U updates (official: 20 of ~100; scale for short runs)
+    admm_fraction: float = 0.5  # ADMM: fraction of train.epochs in the ADMM phase; the rest is masked retraining
 
 
 @dataclass
@@ -124,13 +132,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mnist": _MNIST_LIKE,
     "fashion_mnist": _MNIST_LIKE,
     "imagefolder": {},
-    "cifar10": {**_CIFAR, "method.beta": 2.0, "method.vs_weight": 1e-4},
-    "cifar100": {**_CIFAR, "method.beta": 1.0, "method.vs_weight": 0.1},
+    "cifar10": {**_CIFAR, "method.beta": 2.0, "method.vs_weight": 1e-4, "method.admm_sparsity": 0.75},
+    "cifar100": {**_CIFAR, "method.beta": 1.0, "method.vs_weight": 0.1, "method.admm_sparsity": 0.75},
 }
 
 
 #: per-method adjustments applied after the dataset preset (the reference's BP ignores beta_weight: beta = 1).
-METHOD_PRESETS: dict[str, dict[str, Any]] = {"bp": {"method.beta": 1.0}}
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "bp": {"method.beta": 1.0},
+    # AT BNN: the reference adds no L2 for Bayesian nets (the KL term is the regulariser).
+    "at_bnn": {"train.weight_decay": 0.0},
+    # Pretrained AT: the fine-tuning recipe of Hendrycks et al. 2019 (SGD-Nesterov, cosine, 5 epochs, PGD-10).
+    "pretrained_at": {"train.optimizer": "sgd", "train.schedule": "cosine", "train.lr": 1e-3,
+                      "train.weight_decay": 5e-4, "train.batch_size": 128, "train.epochs": 5, "attack.steps": 10,
+                      "method.reinit_head": True},
+}
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -180,8 +196,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"train": {"epochs": 3}}`` -> ``{"train.epochs": 3}`` (sections are the Config's dataclass fields)."""
-    sections = {f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory())
-                } if not prefix else set()
+    sections = set() if prefix else {f.name for f in dataclasses.fields(Config)
+                                     if f.default_factory is not dataclasses.MISSING}
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
@@ -303,7 +319,15 @@ def validate(cfg: Config) -> None:
     need(m.adv_weight >= 0 and m.beta >= 0 and m.vs_weight >= 0 and m.trades_beta >= 0,
          "method weights (adv_weight, beta, vs_weight, trades_beta) must be >= 0")
     need(m.kl_n >= 0, "method.kl_n must be >= 0 (0 = training-set size)")
+    need(all(v >= 0 for v in m.kl_layer_scale), "method.kl_layer_scale entries must be >= 0")
     need(m.vs_reduction in ("mean", "sum"), "method.vs_reduction must be mean or sum")
+    need(m.bnn_kl_weight > 0, f"method.bnn_kl_weight must be > 0 (got {m.bnn_kl_weight})")
+    need(0 <= m.admm_sparsity < 1, f"method.admm_sparsity is a fraction in [0, 1) (got {m.admm_sparsity})")
+    need(m.admm_structure in ("layer", "global", "filter"),
+         f"method.admm_structure must be layer, global or filter (got {m.admm_structure!r})")
+    need(m.admm_rho >= 0, f"method.admm_rho must be >= 0 (got {m.admm_rho})")
+    need(m.admm_update_every >= 1, f"method.admm_update_every must be >= 1 epoch (got {m.admm_update_every})")
+    need(0 <= m.admm_fraction <= 1, f"method.admm_fraction is a fraction in [0, 1] (got {m.admm_fraction})")
     d = cfg.data
     need(d.val_size >= 0, f"data.val_size must be >= 0 (got {d.val_size})")
     need(d.train_limit is None or d.train_limit >= 1, "data.train_limit must be >= 1")

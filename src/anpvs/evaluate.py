@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .attacks import eval_mode
 from .checkpoint import git_commit
+from .compact import compact_stats
 from .metrics.efficiency import efficiency_report, weight_stats
 from .metrics.vulnerability import vulnerability
 from .pruning import active_units
@@ -27,7 +28,7 @@ from .pruning import active_units
 
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[str, Any] | None = None, *,
              source: nn.Module | None = None, batch_size: int = 500, seed: int = 0,
-             vulnerability_reduction: str = "mean", progress: bool = False) -> dict[str, Any]:
+             vulnerability_reduction: str = "mean", progress: bool = False, ensemble: int = 1) -> dict[str, Any]:
     """Accuracy (%) of ``model`` on clean images and under each attack, plus latent vulnerability.
 
     Args:
@@ -35,11 +36,16 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
         attacks: ``{name: attack}``; each attack is called as ``attack(model, x, y)``.
         source: if given, each attack is also run on this model and transferred to ``model``
             (black-box); results are keyed ``bb_<name>``.
+        ensemble: predictions (clean and adversarial) average the softmax of this many forwards; for
+            models that sample weights in eval mode (``anpvs.nn.bayes.set_sampling``). The vulnerability
+            then compares the latents of one sampled forward of x and one of x'.
 
     Returns ``{"n": N, "clean_acc": ..., "<name>_acc": ..., "<name>_vulnerability": ...,
     "<name>_vulnerability_per_layer": [...], "bb_<name>_acc": ..., ...}``.
     """
     attacks = dict(attacks or {})
+    if ensemble < 1:
+        raise ValueError(f"ensemble must be >= 1, got {ensemble}")
     device = next(model.parameters()).device
     torch.manual_seed(seed)  # attack random starts are reproducible
     correct: dict[str, int] = {"clean": 0}
@@ -58,12 +64,12 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
                 x = x.float().div(255) if x.dtype == torch.uint8 else x
                 y = labels[i:i + batch_size].to(device)
                 with torch.no_grad():
-                    logits, latents = model.forward_intermediates(x)
+                    logits, latents = _forward(model, x, ensemble)
                 correct["clean"] += (logits.argmax(1) == y).sum().item()
                 for key, atk, transfer in kinds:
                     x_adv = atk(source if transfer else model, x, y)
                     with torch.no_grad():
-                        logits_adv, latents_adv = model.forward_intermediates(x_adv)
+                        logits_adv, latents_adv = _forward(model, x_adv, ensemble)
                         _, per_layer = vulnerability(latents, latents_adv, reduction=vulnerability_reduction)
                     correct[key] = correct.get(key, 0) + (logits_adv.argmax(1) == y).sum().item()
                     vsum[key] = vsum.get(key, 0) + torch.stack(per_layer) * len(y)
@@ -80,10 +86,25 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
     return out
 
 
+def _forward(model: nn.Module, x: Tensor, ensemble: int) -> tuple[Tensor, list[Tensor]]:
+    """``(logits, latents)``; with ``ensemble > 1`` the logits are the log of the mean softmax of that many
+    forwards (the latents are those of the first)."""
+    logits, latents = model.forward_intermediates(x)
+    if ensemble > 1:
+        probs = logits.softmax(1)
+        for _ in range(ensemble - 1):
+            probs += model(x).softmax(1)
+        logits = probs.div_(ensemble).log()
+    return logits, latents
+
+
 def efficiency(model: nn.Module) -> dict[str, Any]:
-    """The paper's efficiency columns (analytic) plus weight statistics of the model as stored."""
+    """The paper's efficiency columns (analytic), weight statistics of the model as stored, and the size
+    and FlopCounterMode cost of the physically compacted network (:func:`anpvs.compact.compact_stats`;
+    for an unmasked model the compacted network has the same size)."""
     rep = efficiency_report(model.arch, active_units(model), num_classes=model.num_classes)
     ws = weight_stats(model)
+    cs = compact_stats(model)
     return {
         "active_units": rep["active_units"],
         "unit_sparsity": round(rep["unit_sparsity"], 2),
@@ -91,6 +112,11 @@ def efficiency(model: nn.Module) -> dict[str, Any]:
         "memory_pct": round(rep["memory_pct"], 2),
         "weight_sparsity": round(ws["weight_sparsity"], 2),
         "params": ws["params"],
+        "compact_params": cs["compact_params"],
+        "compact_bytes": cs["compact_bytes"],
+        "compact_flops": cs["compact_flops"],
+        "dense_flops": cs["dense_flops"],
+        "measured_speedup": round(cs["measured_speedup"], 3),
     }
 
 

@@ -25,9 +25,11 @@ def active_units(model: nn.Module) -> list[int]:
 
 
 def mask_summary(model: nn.Module) -> dict[str, Any]:
-    """``{"active_units": {layer: n}, "kl": {layer: kl}}`` for logging (empty for unmasked models)."""
+    """``{"active_units": {layer: n}, "kl_per_layer": {layer: kl}}`` for logging (empty for unmasked models).
+
+    Not ``"kl"``: that key is the methods' scalar KL, which the epoch log already holds."""
     masks = named_masks(model)
     return {
         "active_units": {name: m.n_active() for name, m in masks},
-        "kl": {name: round(float(m.kl()), 4) for name, m in masks},
+        "kl_per_layer": {name: round(float(m.kl().detach()), 4) for name, m in masks},
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -10,8 +11,9 @@ from typing import Any
 
 import torch
 
-from .attacks import FGSM, PGD
+from .attacks import FGSM, PGD, AutoAttack, eval_mode
 from .checkpoint import load_model, read_checkpoint
+from .checks import check_metrics
 from .config import build_config, config_from_dict
 from .data import load_dataset
 from .evaluate import efficiency, evaluate, evaluation_record, write_record
@@ -20,14 +22,63 @@ from .train import fit, resolve_device
 
 log = logging.getLogger(__name__)
 
+#: EOT samples of the attacks and size of the prediction ensemble under ``sample_weights`` when not given
+SAMPLED_EOT = 10
+SAMPLED_ENSEMBLE = 10
+
+
+def sampling_setup(model: torch.nn.Module, sample_weights: bool, eot: int | None,
+                   ensemble: int | None) -> tuple[int, int]:
+    """Validate the EOT / weight-sampling options, switch weight sampling on if asked; returns ``(eot, ensemble)``."""
+    from .config import ConfigError
+
+    if (eot is not None and eot < 1) or (ensemble is not None and ensemble < 1):
+        raise ConfigError(f"--eot and --ensemble must be >= 1 (got {eot}, {ensemble})")
+    if not sample_weights:
+        if ensemble not in (None, 1):
+            raise ConfigError("--ensemble averages forwards with sampled weights: it needs --sample-weights")
+        return eot or 1, 1
+    try:
+        from .nn.bayes import set_sampling
+    except ImportError:  # the Bayesian layers are an optional part of the tree
+        raise ConfigError("--sample-weights needs anpvs.nn.bayes, which this installation lacks") from None
+    if set_sampling(model, True) == 0:
+        raise ConfigError(f"--sample-weights needs a Bayesian model (e.g. lenet5_caffe_bnn); "
+                          f"{getattr(model, 'model_name', type(model).__name__)} has no Bayesian layers")
+    return eot or SAMPLED_EOT, ensemble or SAMPLED_ENSEMBLE
+
+
+def _check_source(source: torch.nn.Module, src_ckpt: dict[str, Any], ckpt: dict[str, Any], x: torch.Tensor) -> None:
+    """The black-box source must predict the same classes from the same images as the target."""
+    from .config import ConfigError
+
+    if src_ckpt["model_kwargs"].get("num_classes") != ckpt["model_kwargs"].get("num_classes"):
+        raise ConfigError("the black-box source predicts a different number of classes than the target")
+    shapes = [c.get("data", {}).get("input_shape") for c in (ckpt, src_ckpt)]
+    if None not in shapes and list(shapes[0]) != list(shapes[1]):
+        raise ConfigError(f"the black-box source was trained on images of shape {tuple(shapes[1])}, "
+                          f"the target on {tuple(shapes[0])}")
+    try:
+        with torch.no_grad(), eval_mode(source):
+            source(x)
+    except RuntimeError:
+        raise ConfigError(f"the black-box source does not accept the target's test images of shape "
+                          f"{tuple(x.shape[1:])}") from None
+
 
 def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[str, ...] = ("pgd",),
                         eps: float | None = None, step_size: float | None = None, steps: int | None = None,
                         restarts: int | None = None, norm: str | None = None, source: str | Path | None = None,
                         data_dir: str | None = None, test_limit: int | None = None, batch_size: int | None = None,
                         seed: int = 0, device: str = "auto", out: str | Path | None = None,
-                        progress: bool = False) -> dict[str, Any]:
-    """Evaluate a checkpoint on its dataset's test set and write one JSON record; returns the record."""
+                        progress: bool = False, eot: int | None = None, sample_weights: bool = False,
+                        ensemble: int | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on its dataset's test set and write one JSON record; returns the record.
+
+    ``eot``: PGD/FGSM gradients averaged over this many forwards. ``sample_weights``: a Bayesian model samples
+    its weights in eval mode; predictions average the softmax of ``ensemble`` forwards and the attacks use EOT
+    (both default to 10). ``"autoattack"`` always runs beside ``"pgd"`` (``version="rand"`` when sampling).
+    The sanity checks (d) and (e) of :mod:`anpvs.checks` run on the results: ``record["warnings"]``."""
     from .config import ConfigError
 
     dev = resolve_device(device)
@@ -44,31 +95,40 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
                           f"steps={steps} >= 1, restarts={restarts} >= 1")
     if test_limit is not None and test_limit < 1:
         raise ConfigError(f"--test-limit must be >= 1 (got {test_limit})")
-    built = {}
-    for name in attacks:
-        built[name] = (PGD(eps=eps, step_size=step_size, steps=steps, restarts=restarts, norm=norm)
-                       if name == "pgd" else FGSM(eps, norm=norm))
+    eot, ensemble = sampling_setup(model, sample_weights, eot, ensemble)
+    if "autoattack" in attacks and "pgd" not in attacks:  # AutoAttack is reported beside PGD, never instead
+        attacks = ["pgd", *attacks]
+    factories = {
+        "pgd": lambda: PGD(eps=eps, step_size=step_size, steps=steps, restarts=restarts, norm=norm, eot=eot),
+        "fgsm": lambda: dataclasses.replace(FGSM(eps, norm=norm), eot=eot),
+        "autoattack": lambda: AutoAttack(eps=eps, norm=norm, version="rand" if sample_weights else "standard",
+                                         seed=seed),
+    }
+    built = {name: factories[name]() for name in dict.fromkeys(attacks)}
     src_model = None
     if source is not None:
         src_model, src_ckpt = load_model(source, map_location=dev)
-        if src_ckpt["model_kwargs"].get("num_classes") != ckpt["model_kwargs"].get("num_classes"):
-            raise ConfigError("the black-box source predicts a different number of classes than the target")
     d = cfg.data
     data = load_dataset(d.name, data_dir or d.dir, download=d.download, test_limit=test_limit or d.test_limit,
                         seed=d.seed)
+    if src_model is not None:
+        _check_source(src_model, src_ckpt, ckpt, data.test.images[:1].to(dev).float().div(255))
     t0 = time.time()
     metrics = evaluate(model, data.test.images, data.test.labels, built, source=src_model,
-                       batch_size=batch_size or e.batch_size, seed=seed, progress=progress)
+                       batch_size=batch_size or e.batch_size, seed=seed, progress=progress, ensemble=ensemble)
     metrics.update(efficiency(model))
     metrics["eval_time_s"] = round(time.time() - t0, 1)
+    attack_desc = {"name": "+".join(built), "norm": norm, "eps": eps, "eps_units": "pixel ([0,1] images)",
+                   "step_size": step_size, "steps": steps, "restarts": restarts, "random_start": True,
+                   "attack_seed": seed, "eot": eot, "sampled_weights": sample_weights, "ensemble": ensemble}
+    if "autoattack" in built:
+        attack_desc["autoattack"] = built["autoattack"].describe()
     record = evaluation_record(
         model_name=ckpt["model_name"], method=cfg.method.name, dataset=data.name, seed=cfg.seed,
-        attack={"name": "+".join(attacks), "norm": norm, "eps": eps, "eps_units": "pixel ([0,1] images)",
-                "step_size": step_size, "steps": steps, "restarts": restarts, "random_start": True,
-                "attack_seed": seed},
-        metrics=metrics, checkpoint=str(checkpoint), source=str(source) if source else None,
-        extra={"data_source": data.source, "epochs": ckpt.get("epoch")})
-    out = Path(out) if out else Path(checkpoint).parent / ("eval_bb.json" if source else "eval.json")
+        attack=attack_desc, metrics=metrics, checkpoint=str(checkpoint), source=str(source) if source else None,
+        extra={"data_source": data.source, "epochs": ckpt.get("epoch"), "warnings": check_metrics(metrics)})
+    name = ("eval_bb" if source else "eval") + ("_sampled" if sample_weights else "")
+    out = Path(out) if out else Path(checkpoint).parent / f"{name}.json"
     write_record(record, out)
     record["record_path"] = str(out)
     return record
@@ -82,10 +142,16 @@ def format_eval(record: dict[str, Any]) -> str:
         label = f"{'black-box ' if key.startswith('bb_') else ''}{key.removeprefix('bb_').upper()}"
         lines.append(f"  {label:<21} {m[key + '_acc']:.2f}%   vulnerability {m[key + '_vulnerability']:.4f}")
     lines.append(f"  attack: {a['norm']} eps={a['eps']} ({a['eps_units']}), step {a['step_size']}, "
-                 f"{a['steps']} steps, {a['restarts']} restart(s)")
+                 f"{a['steps']} steps, {a['restarts']} restart(s)"
+                 + (f", EOT {a['eot']}" if a.get("eot", 1) > 1 else "")
+                 + (f"; sampled weights, ensemble of {a['ensemble']}" if a.get("sampled_weights") else "")
+                 + (f"; AutoAttack {a['autoattack']['version']}" if "autoattack" in a else ""))
+    if record.get("black_box_source"):
+        lines.append(f"  black-box source: {record['black_box_source']}")
     lines.append(f"  active units {m['active_units']}  unit sparsity {m['unit_sparsity']:.2f}%  "
                  f"memory {m['memory_pct']:.2f}%  FLOPs x{m['flops_speedup']:.2f}  "
                  f"weight sparsity {m['weight_sparsity']:.2f}%  params {m['params']}")
+    lines += [f"  warning: {w}" for w in record.get("warnings", [])]
     lines.append(f"  record: {record.get('record_path', '-')}")
     return "\n".join(lines)
 

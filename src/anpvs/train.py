@@ -21,7 +21,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .attacks import PGD, eval_mode
-from .checkpoint import CheckpointError, atomic_save, load_weights, make_checkpoint, read_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    atomic_save,
+    head_parameter_names,
+    load_weights,
+    make_checkpoint,
+    read_checkpoint,
+)
 from .config import Config, config_from_dict
 from .data import BatchLoader, load_dataset
 from .methods import Method, build_method
@@ -99,7 +106,7 @@ def lr_factor(cfg: Config, total_steps: int):
         return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
     if t.schedule == "constant":
         return lambda step: 1.0
-    bounds = sorted(int(round(m * total_steps)) for m in t.lr_milestones)
+    bounds = sorted(max(1, int(round(m * total_steps))) for m in t.lr_milestones)
     return lambda step: t.lr_gamma ** sum(step >= b for b in bounds)
 
 
@@ -169,7 +176,8 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
     model = build_model(cfg, method, data.input_shape, data.num_classes)
     if state is None and cfg.init:
         init = read_checkpoint(cfg.init)
-        kept = load_weights(model, init["state_dict"])
+        kept = load_weights(model, init["state_dict"],
+                            reinit=head_parameter_names(model) if cfg.method.reinit_head else ())
         log.info("initialised from %s (%s left at their initial values)", cfg.init, len(kept))
     elif state is None and method.wants_init:
         log.warning("method %s normally starts from a Standard checkpoint (init=...); training from scratch",
@@ -221,9 +229,10 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
         for x, y in bar:
             out = method.loss(model, x, y)
             loss = out["loss"]
-            if not torch.isfinite(loss) or ("mask_loss" in out and not torch.isfinite(out["mask_loss"])):
-                raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}; the last good checkpoint "
-                                    f"is kept in {str(run_dir)!r}; lower train.lr or check the data")
+            bad = [k for k in ("loss", "mask_loss") if k in out and not torch.isfinite(out[k])]
+            if bad:  # name the loss that diverged (mask_loss can go while loss is still finite)
+                raise TrainingError(f"{bad[0]} became {out[bad[0]].item()} at epoch {epoch + 1}; the last good "
+                                    f"checkpoint is kept in {str(run_dir)!r}; lower train.lr or check the data")
             for o in optimizers.values():
                 o.zero_grad(set_to_none=True)
             if masks and "mask_loss" in out:

@@ -82,18 +82,21 @@ class PGD:
             if self.loss == "kl":
                 with torch.no_grad():
                     logits_clean = model(x)
-            best, best_score = x.clone(), torch.full((x.shape[0],), -float("inf"), device=x.device)
+            best = x.clone()
+            best_score = torch.full((x.shape[0],), -float("inf"), device=x.device, dtype=x.dtype)
+            best_wrong = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
             for _ in range(self.restarts):
                 x_adv = self._run(model, x, y, loss_fn, logits_clean)
                 if self.restarts == 1:
                     return x_adv
                 with torch.no_grad():
                     logits = model(x_adv)
-                    score = loss_fn(logits, y, logits_clean)
-                    if self.loss == "ce":  # a misclassified example always beats a correct one
-                        score = score + 1e6 * (logits.argmax(1) != y).to(score.dtype)
-                better = score > best_score
-                best[better], best_score[better] = x_adv[better], score[better]
+                    score = loss_fn(logits, y, logits_clean).to(best_score.dtype)
+                    # CE: a misclassified example always beats a correct one, then the higher loss wins
+                    # (compared as a pair: a +1e6 bonus in float32 would round away the loss).
+                    wrong = logits.argmax(1) != y if self.loss == "ce" else torch.zeros_like(best_wrong)
+                better = (wrong & ~best_wrong) | ((wrong == best_wrong) & (score > best_score))
+                best[better], best_score[better], best_wrong[better] = x_adv[better], score[better], wrong[better]
             return best
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn, logits_clean: Tensor | None) -> Tensor:

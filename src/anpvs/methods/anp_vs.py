@@ -12,9 +12,27 @@ Start from a Standard checkpoint (``init``) as the reference does.
 
 from __future__ import annotations
 
-from ..nn.beta_bernoulli import total_kl
+import torch
+from torch import Tensor, nn
+
+from ..config import Config
+from ..pruning import named_masks
 from .adversarial import Adversarial
 from .base import register_method
+
+
+def scaled_kl(model: nn.Module, cfg: Config) -> Tensor:
+    """Sum of the masks' KL terms, each multiplied by ``method.kl_layer_scale`` (all 1 by default = paper).
+
+    A scale above 1 on a layer prunes it harder; the CPU protocol uses it to weigh conv channels,
+    which carry most of the FLOPs, against the cheap dense units (README, "CPU protocol")."""
+    masks = [m for _, m in named_masks(model)]
+    scale = cfg.method.kl_layer_scale
+    if not scale:
+        return torch.stack([m.kl() for m in masks]).sum()
+    if len(scale) != len(masks):
+        raise ValueError(f"method.kl_layer_scale has {len(scale)} entries but the model has {len(masks)} masks")
+    return torch.stack([s * m.kl() for s, m in zip(scale, masks, strict=True)]).sum()
 
 
 class AdversarialPruning(Adversarial):
@@ -24,7 +42,7 @@ class AdversarialPruning(Adversarial):
     def loss(self, model, x, y):
         out = self.forward_pair(model, x, y)
         n = self.cfg.method.kl_n or self.n_train
-        kl = total_kl(model)
+        kl = scaled_kl(model, self.cfg)
         out["mask_loss"] = out["ce_adv"] + self.cfg.method.beta * kl / n
         out["ce_adv"] = out["ce_adv"].detach()
         out["kl"] = kl.detach()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch.nn import functional as F
 
-from ..nn.beta_bernoulli import total_kl
+from .anp_vs import scaled_kl
 from .base import Method, register_method
 
 
@@ -22,7 +22,7 @@ class BayesianPruning(Method):
     def loss(self, model, x, y):
         logits = model(x)
         ce = F.cross_entropy(logits, y)
-        kl = total_kl(model)
+        kl = scaled_kl(model, self.cfg)
         loss = ce + self.cfg.method.beta * kl / (self.cfg.method.kl_n or self.n_train)
         # The KL term has no gradient w.r.t. the weights, so one loss serves both optimizers.
         return {"loss": loss, "logits": logits, "ce": ce.detach(), "kl": kl.detach()}

@@ -25,4 +25,4 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-from . import lenet5_caffe, vgg16  # noqa: E402,F401  (registration side effects)
+from . import bnn, lenet5_caffe, vgg16  # noqa: E402,F401  (registration side effects)

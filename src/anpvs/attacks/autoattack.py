@@ -1,0 +1,100 @@
+"""AutoAttack (optional extra ``anpvs[eval]``) behind the common ``attack(model, x, y) -> x_adv`` call.
+
+The ensemble itself comes from the ``pyautoattack`` package (PyPI, MIT; Croce and Hein's
+``fra31/auto-attack``); this module only adapts it so that :func:`anpvs.evaluate.evaluate` runs it
+like any other attack, which also gives AutoAttack's adversarial examples a vulnerability number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from .base import NORMS, eval_mode
+
+INSTALL_HINT = "autoattack needs the optional extra: pip install 'anpvs[eval]'"
+_AA_NORMS = {"linf": "Linf", "l2": "L2"}
+VERSIONS = ("standard", "plus", "rand")
+
+
+class OptionalDependencyError(ImportError):
+    """An optional extra that a requested feature needs is not installed."""
+
+
+def _import_autoattack():
+    try:
+        from pyautoattack import AutoAttack as _AutoAttack
+    except ImportError:
+        raise OptionalDependencyError(INSTALL_HINT) from None
+    return _AutoAttack
+
+
+class _LogitsOnly(nn.Module):
+    """Hands AutoAttack a module whose forward returns one ``(N, C)`` tensor (auto-attack#83)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.model(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@dataclass(frozen=True)
+class AutoAttack:
+    """AutoAttack, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+    parameter-free attacks" (Croce and Hein, ICML 2020, arXiv:2003.01690).
+
+    ``version="standard"``: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000 queries).
+    ``version="rand"``: APGD-CE and APGD-DLR with 20 EOT samples, for stochastic models.
+
+    Distance measure: L-inf (default) or L2, in pixel units; inputs must lie in [0, 1].
+
+    Args:
+        eps: radius of the threat model.
+        norm: ``"linf"`` or ``"l2"``.
+        version: ``"standard"``, ``"plus"`` or ``"rand"``.
+        seed: seed of AutoAttack's random restarts (fixed so that reruns agree).
+
+    Shape: x (N, C, H, W) in [0, 1]; y (N,). Returns detached adversarial images on x's device. The model runs
+    in eval mode (every module's flag is restored afterwards) and must return logits. Points the model already
+    misclassifies are returned unchanged, as AutoAttack does.
+
+    Raises :class:`OptionalDependencyError` at construction when ``pyautoattack`` is not installed.
+
+    >>> attack = AutoAttack(eps=0.3)  # doctest: +SKIP
+    >>> x_adv = attack(model, x, y)  # doctest: +SKIP
+    """
+
+    eps: float
+    norm: str = "linf"
+    version: str = "standard"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.eps < 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
+        if self.version not in VERSIONS:
+            raise ValueError(f"unknown AutoAttack version {self.version!r}; valid: {', '.join(VERSIONS)}")
+        _import_autoattack()  # fail before any data is loaded
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        aa_cls = _import_autoattack()
+        x = x.detach()
+        with eval_mode(model):
+            adversary = aa_cls(_LogitsOnly(model).eval(), eps=self.eps, norm=_AA_NORMS[self.norm], seed=self.seed,
+                               version=self.version, device=x.device)
+            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=max(len(x), 1))
+        return x_adv.detach().to(x.device).clamp_(0.0, 1.0)
+
+    def describe(self) -> dict[str, object]:
+        """The settings written into evaluation records."""
+        return {"package": "pyautoattack", "version": self.version, "norm": _AA_NORMS[self.norm], "eps": self.eps,
+                "seed": self.seed}
+
+
+__all__ = ["INSTALL_HINT", "AutoAttack", "OptionalDependencyError"]

@@ -1,0 +1,296 @@
+"""Sanity checks of a robustness evaluation, in code (STYLE rule 10).
+
+Each check returns a list of warning texts (empty: nothing suspicious) and also emits each of them with
+``warnings.warn(..., AnpvsEvaluationWarning)``. Every text ends with a link to its section of
+``docs/checks.md``, which explains what the warning means, why it matters and what to do.
+
+Model checks, on one batch:
+
+* :func:`check_stochastic_forward`: two eval-mode forwards of the same batch differ;
+* :func:`check_probability_output`: the model returns probabilities instead of logits;
+* :func:`check_zero_gradients`: the input gradient of the loss vanishes (gradient masking).
+
+Result checks, on accuracies in %:
+
+* :func:`check_robust_above_clean`: an attack raised the accuracy;
+* :func:`check_black_box_below_white_box`: a transfer attack beat the white-box attack;
+* :func:`check_eps_sweep`: the accuracy does not fall towards 0 as eps grows, or rises with eps.
+
+:func:`check_checkpoint` runs all of them on a checkpoint (``anpvs check``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .attacks import PGD, eval_mode
+
+DOCS = "docs/checks.md"
+
+#: eps of the sweep as multiples of the checkpoint's eval.eps (the box-filling radius is added, see :func:`sweep_eps`)
+SWEEP_MULTIPLES = (0.0, 1 / 3, 2 / 3, 1.0, 5 / 3)
+
+
+class AnpvsEvaluationWarning(UserWarning):
+    """A robustness evaluation looks unreliable; the message links to its section of ``docs/checks.md``."""
+
+
+def _flag(anchor: str, message: str) -> str:
+    text = f"{message} See {DOCS}#{anchor}"
+    warnings.warn(text, AnpvsEvaluationWarning, stacklevel=3)
+    return text
+
+
+# --- model checks -----------------------------------------------------------------------------------------------
+
+def check_stochastic_forward(model: nn.Module, x: Tensor, *, n: int = 3, rtol: float = 1e-4,
+                             eot: int = 1) -> list[str]:
+    """(a) ``n`` eval-mode forwards of ``x`` differ by more than ``rtol`` (relative to the largest logit).
+
+    A stochastic model (e.g. a Bayesian network with weight sampling on) must be attacked with EOT;
+    with ``eot > 1`` the evaluation already does that and nothing is reported."""
+    with torch.no_grad(), eval_mode(model):
+        outs = [model(x) for _ in range(max(n, 2))]
+    scale = outs[0].abs().max().clamp_min(1e-12)
+    diff = max(((o - outs[0]).abs().max() / scale).item() for o in outs[1:])
+    changed = sum((o.argmax(1) != outs[0].argmax(1)).sum().item() for o in outs[1:])
+    if (diff <= rtol and changed == 0) or eot > 1:
+        return []
+    return [_flag("stochastic-forward",
+                  f"the model is stochastic in eval mode: {len(outs)} forwards of the same {len(x)} images differ "
+                  f"by up to {diff:.2g} (relative) and change {changed} predictions; attack it with EOT "
+                  f"(anpvs eval --eot N) and predict with a sample ensemble (--sample-weights --ensemble K).")]
+
+
+def check_probability_output(model: nn.Module, x: Tensor, *, atol: float = 1e-5) -> list[str]:
+    """(b) every output row is non-negative and sums to 1: the model returns probabilities, not logits."""
+    with torch.no_grad(), eval_mode(model):
+        out = model(x)
+    if out.min() >= -atol and out.max() <= 1 + atol and ((out.sum(1) - 1).abs() <= atol).all():
+        return [_flag("probability-output",
+                      "the model's outputs are non-negative and every row sums to 1: they look like probabilities, "
+                      "but attacks and metrics expect logits (cross-entropy on probabilities saturates).")]
+    return []
+
+
+def check_zero_gradients(model: nn.Module, x: Tensor, y: Tensor, *, atol: float = 0.0) -> list[str]:
+    """(c) the input gradient of the cross-entropy is zero (max |grad| <= ``atol``) for some examples.
+
+    This is the gradient PGD's cross-entropy sees. Besides non-differentiable layers it also catches logit
+    margins so large (above ~100) that the softmax saturates and the gradient underflows to 0 in float32."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), eval_mode(model):
+        logits = model(x)
+        if logits.requires_grad:
+            loss = F.cross_entropy(logits, y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+        else:  # the graph was cut (detach, no_grad, a non-differentiable op): no gradient at all
+            grad = None
+    per_example = torch.zeros(len(x)) if grad is None else grad.detach().flatten(1).abs().amax(1).cpu()
+    n_zero = int((per_example <= atol).sum())
+    if n_zero == 0:
+        return []
+    return [_flag("zero-gradients",
+                  f"the input gradient of the loss is zero for {n_zero} of {len(x)} examples "
+                  f"({100.0 * n_zero / len(x):.0f}%): gradient-based attacks cannot move them, so their robust "
+                  f"accuracy is overestimated (gradient masking).")]
+
+
+def check_model(model: nn.Module, x: Tensor, y: Tensor, *, eot: int = 1) -> list[str]:
+    """Checks (a) to (c) on one batch."""
+    return (check_stochastic_forward(model, x, eot=eot) + check_probability_output(model, x)
+            + check_zero_gradients(model, x, y))
+
+
+# --- result checks ----------------------------------------------------------------------------------------------
+
+def check_robust_above_clean(clean_acc: float, robust: Mapping[str, float], *, tol: float = 0.0) -> list[str]:
+    """(d) an attack's accuracy (%) is above the clean accuracy (%) by more than ``tol`` points."""
+    return [_flag("robust-above-clean",
+                  f"accuracy under {name} ({acc:.2f}%) is above the clean accuracy ({clean_acc:.2f}%): the attack "
+                  f"made the model more accurate, so it is not optimising the right objective.")
+            for name, acc in robust.items() if acc > clean_acc + tol]
+
+
+def check_black_box_below_white_box(white: Mapping[str, float], black: Mapping[str, float], *,
+                                    tol: float = 0.0) -> list[str]:
+    """(e) a transfer (black-box) attack leaves a lower accuracy (%) than the same white-box attack."""
+    return [_flag("black-box-below-white-box",
+                  f"the black-box (transfer) {name} leaves {black[name]:.2f}% accuracy, below the white-box "
+                  f"{name}'s {white[name]:.2f}%: an attack without access to the model beat one with full access, "
+                  f"so the white-box attack is weak on this model.")
+            for name in white if name in black and black[name] < white[name] - tol]
+
+
+def check_metrics(metrics: Mapping[str, Any], *, tol: float = 0.0) -> list[str]:
+    """Checks (d) and (e) on the metrics of :func:`anpvs.evaluate.evaluate` (``clean_acc``, ``<name>_acc``,
+    ``bb_<name>_acc``)."""
+    accs = {k[:-4]: v for k, v in metrics.items() if k.endswith("_acc") and k != "clean_acc"}
+    white = {k: v for k, v in accs.items() if not k.startswith("bb_")}
+    black = {k.removeprefix("bb_"): v for k, v in accs.items() if k.startswith("bb_")}
+    out = check_robust_above_clean(metrics["clean_acc"], white, tol=tol)
+    out += check_robust_above_clean(metrics["clean_acc"], {f"black-box {k}": v for k, v in black.items()}, tol=tol)
+    return out + check_black_box_below_white_box(white, black, tol=tol)
+
+
+def check_eps_sweep(eps: Sequence[float], acc: Sequence[float], *, max_final_acc: float = 5.0,
+                    tol: float | None = None, n: int | None = None) -> list[str]:
+    """(f) accuracy (%) against growing eps: warn if the accuracy at the largest eps is above
+    ``max_final_acc``, or if it rises by more than ``tol`` points over its value at a smaller eps.
+
+    ``tol`` defaults to ``max(1, 200 / n)`` points: one point, or two examples of an ``n``-image test set."""
+    if len(eps) != len(acc) or not eps:
+        raise ValueError("eps and acc must be non-empty and of equal length")
+    order = sorted(range(len(eps)), key=lambda i: eps[i])
+    eps, acc = [eps[i] for i in order], [acc[i] for i in order]
+    tol = (max(1.0, 200.0 / n) if n else 1.0) if tol is None else tol
+    out = []
+    if acc[-1] > max_final_acc:
+        out.append(_flag("eps-sweep",
+                         f"the accuracy does not fall towards 0 as eps grows: {acc[-1]:.2f}% at eps={eps[-1]:g} "
+                         f"(expected <= {max_final_acc:g}%); the attack cannot find adversarial examples even "
+                         f"where they must exist."))
+    rises = [(eps[j], acc[j], eps[i], acc[i]) for i in range(1, len(acc)) for j in range(i)
+             if acc[i] > acc[j] + tol]
+    if rises:
+        e0, a0, e1, a1 = max(rises, key=lambda r: r[3] - r[1])
+        out.append(_flag("eps-sweep",
+                         f"the accuracy rises with eps: {a0:.2f}% at eps={e0:g} but {a1:.2f}% at eps={e1:g} "
+                         f"(more than {tol:.2g} points); a larger ball contains the smaller one, so the attack "
+                         f"is not converging."))
+    return out
+
+
+# --- the eps sweep and the `anpvs check` job ----------------------------------------------------------------------
+
+def sweep_eps(eps: float, norm: str, input_shape: Sequence[int]) -> list[float]:
+    """Radii of the sweep: ``SWEEP_MULTIPLES`` of ``eps`` plus the radius that reaches every image of the
+    [0, 1] box (1.0 for L-inf, ``sqrt(C*H*W)`` for L2), where a working attack must reach 0% accuracy."""
+    top = 1.0 if norm == "linf" else math.sqrt(math.prod(input_shape))
+    return sorted({round(m * eps, 6) for m in SWEEP_MULTIPLES if m * eps < top} | {top})
+
+
+def sweep_step(eps: float, step_size: float, steps: int) -> float:
+    """The step at radius ``eps``: the evaluation step, grown to ``2.5 eps / steps`` so that large radii are
+    reachable within the steps (Madry et al.'s rule of thumb)."""
+    return max(step_size, 2.5 * eps / steps)
+
+
+def eps_sweep(model: nn.Module, images: Tensor, labels: Tensor, eps_values: Sequence[float], *, step_size: float,
+              steps: int, norm: str = "linf", eot: int = 1, ensemble: int = 1, batch_size: int = 500, seed: int = 0,
+              progress: bool = False) -> tuple[float, list[dict[str, float]]]:
+    """PGD accuracy at each radius; returns ``(clean_acc, [{"eps", "step_size", "acc", "vulnerability"}, ...])``.
+
+    eps 0 is the clean accuracy itself (no attack is run)."""
+    from .evaluate import evaluate
+
+    attacks = {f"eps{i}": PGD(eps=e, step_size=sweep_step(e, step_size, steps), steps=steps, norm=norm, eot=eot)
+               for i, e in enumerate(eps_values) if e > 0}
+    m = evaluate(model, images, labels, attacks, batch_size=batch_size, seed=seed, progress=progress,
+                 ensemble=ensemble)
+    rows = []
+    for i, e in enumerate(eps_values):
+        key = f"eps{i}"
+        rows.append({"eps": e, "step_size": attacks[key].step_size if key in attacks else 0.0,
+                     "acc": m[f"{key}_acc"] if key in attacks else m["clean_acc"],
+                     "vulnerability": m[f"{key}_vulnerability"] if key in attacks else 0.0})
+    return m["clean_acc"], rows
+
+
+def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | None = None, steps: int | None = None,
+                     test_limit: int | None = 1000, probe_size: int = 256, sample_weights: bool = False,
+                     eot: int | None = None, ensemble: int | None = None, data_dir: str | None = None,
+                     batch_size: int | None = None, seed: int = 0, device: str = "auto",
+                     out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """``anpvs check``: checks (a) to (c) on a test batch, an eps sweep with checks (d) and (f); writes
+    ``check.json`` beside the checkpoint (or to ``out``) and returns the record (``"warnings"``: all texts)."""
+    from .checkpoint import load_model
+    from .config import ConfigError, config_from_dict
+    from .data import load_dataset
+    from .evaluate import evaluation_record, write_record
+    from .runner import sampling_setup
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    model, ckpt = load_model(checkpoint, map_location=dev)
+    cfg = config_from_dict(ckpt["config"])
+    e = cfg.eval
+    steps = e.steps if steps is None else steps
+    if steps < 1 or (test_limit is not None and test_limit < 1):
+        raise ConfigError(f"steps and --test-limit must be >= 1 (got {steps}, {test_limit})")
+    eot, ensemble = sampling_setup(model, sample_weights, eot, ensemble)
+    d = cfg.data
+    data = load_dataset(d.name, data_dir or d.dir, download=d.download, test_limit=test_limit, seed=d.seed)
+    if eps_values is None:
+        eps_values = sweep_eps(e.eps, e.norm, data.test.images.shape[1:])
+    eps_values = sorted(float(v) for v in eps_values)
+    if not eps_values or eps_values[0] < 0:
+        raise ConfigError(f"the eps sweep needs radii >= 0 (got {eps_values})")
+
+    torch.manual_seed(seed)
+    x = data.test.images[:probe_size].to(dev).float().div(255)
+    y = data.test.labels[:probe_size].to(dev)
+    found = {"model": check_model(model, x, y, eot=eot)}
+    clean_acc, rows = eps_sweep(model, data.test.images, data.test.labels, eps_values, step_size=e.step_size,
+                                steps=steps, norm=e.norm, eot=eot, ensemble=ensemble,
+                                batch_size=batch_size or e.batch_size, seed=seed, progress=progress)
+    attacked = {f"PGD at eps={r['eps']:g}": r["acc"] for r in rows if r["eps"] > 0}
+    found["robust_above_clean"] = check_robust_above_clean(clean_acc, attacked)
+    found["eps_sweep"] = check_eps_sweep([r["eps"] for r in rows], [r["acc"] for r in rows], n=len(data.test))
+    all_warnings = [w for ws in found.values() for w in ws]
+    record = evaluation_record(
+        model_name=ckpt["model_name"], method=cfg.method.name, dataset=data.name, seed=cfg.seed,
+        attack={"name": "pgd eps sweep", "norm": e.norm, "eps_units": "pixel ([0,1] images)", "steps": steps,
+                "step_size": f"max({e.step_size}, 2.5*eps/{steps})", "restarts": 1, "random_start": True,
+                "eot": eot, "sampled_weights": sample_weights, "ensemble": ensemble, "attack_seed": seed},
+        metrics={"n": len(data.test), "clean_acc": clean_acc, "sweep": rows}, checkpoint=str(checkpoint),
+        extra={"checks": found, "warnings": all_warnings, "probe_size": len(x),
+               "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    out = Path(out) if out else Path(checkpoint).parent / "check.json"
+    write_record(record, out)
+    record["record_path"] = str(out)
+    return record
+
+
+def format_check(record: dict[str, Any]) -> str:
+    """The eps -> accuracy table and the warnings of a :func:`check_checkpoint` record, as text."""
+    m, a = record["metrics"], record["attack"]
+    lines = [f"{record['method']} on {record['dataset']} ({m['n']} test images, {record['model']}); "
+             f"PGD-{a['steps']} {a['norm']}, step {a['step_size']}"
+             + (f", EOT {a['eot']}" if a["eot"] > 1 else "")
+             + (f", sampled weights, ensemble {a['ensemble']}" if a["sampled_weights"] else ""),
+             "  eps      step     accuracy",
+             *(f"  {r['eps']:<8g} {r['step_size']:<8.4g} {r['acc']:6.2f}%" for r in m["sweep"])]
+    ws = record["warnings"]
+    lines.append(f"  {len(ws)} warning(s)" + (":" if ws else "; no sanity check fired"))
+    lines += [f"  - {w}" for w in ws]
+    lines.append(f"  record: {record.get('record_path', '-')}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "DOCS",
+    "AnpvsEvaluationWarning",
+    "check_black_box_below_white_box",
+    "check_checkpoint",
+    "check_eps_sweep",
+    "check_metrics",
+    "check_model",
+    "check_probability_output",
+    "check_robust_above_clean",
+    "check_stochastic_forward",
+    "check_zero_gradients",
+    "eps_sweep",
+    "format_check",
+    "sweep_eps",
+    "sweep_step",
+]

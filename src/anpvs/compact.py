@@ -1,0 +1,414 @@
+"""Physically compacted networks: the eval-mode function of a unit-pruned model with the pruned units removed.
+
+:func:`compact` turns a ``lenet5_caffe_bbd`` / ``vgg16_bbd`` model (or the unmasked ``lenet5_caffe`` /
+``vgg16``) into a plain network of conv, linear and BN layers with fewer channels and features whose
+eval forward gives the same logits as the masked model's eval forward (up to float rounding). It is an
+inference artefact: it has no masks and no dropout, and is returned in eval mode.
+
+What is folded where (e_k is the thresholded E[pi_k] of a mask, 0 for a pruned unit):
+
+* **Scale of a kept unit.** A mask right after a conv / linear layer (LeNet mask1 and mask2, all VGG
+  conv masks) multiplies that layer's output channel by e_k; the factor goes into the layer's weights
+  and bias. In VGG the mask sits *before* BN, so BN then sees the same values as in the masked model.
+  A mask on the *inputs* of a dense layer (LeNet mask3 and mask4, VGG mask14 and mask15) scales that
+  layer's weight columns instead. LeNet mask4 and VGG mask15 sit after a ReLU; as e_k >= 0 this is the
+  same thing.
+* **Pruned unit, LeNet.** It outputs 0 (the masks come before ReLU, or act on inputs), so it is
+  removed with its weights in the next layer. Flattened inputs of dense3 survive only if both their
+  conv2 channel and their own mask3 unit are kept; a conv2 channel none of whose 16 positions survives
+  is removed too. When some positions of a surviving channel are dropped, the network gathers the
+  surviving positions with ``index_select`` (index buffer ``dense3_index``).
+* **Pruned channel, VGG** (SPEC A item 6, B 7.9). The mask zeroes the channel *before* BN, so after
+  BN + ReLU (+ max-pool or dropout, both of which keep a constant) it carries the constant
+  ``c_k = ReLU(beta_k - gamma_k * mu_k / sqrt(var_k + eps))`` at every position. In the next layer:
+
+  - *conv -> conv* (3x3, SAME zero padding). The input channel is ``c_k`` inside the image and 0 in
+    the padding, so its contribution ``c_k * sum of the kernel taps that fall inside the image``
+    is the same at every interior position but smaller on the border rows and columns. Folding it
+    into a bias is therefore *not* exact. The exact replacement is :class:`ConstantInputConv2d`: a
+    conv over the kept channels plus one extra kernel ``const_weight[o] = sum_k c_k W[o, k]``
+    (shape ``[C_out, 1, 3, 3]``, the size of a single input channel) applied to an all-ones image
+    with the same zero padding. Its map over positions does not depend on the input, so it is
+    computed in closed form (which taps are inside the image) with elementwise ops. This avoids
+    storing a ``[C_out, H, W]`` bias map, which for the 32x32 layers would be larger than the
+    kernel itself and would tie the network to one input size. A layer whose removed channels all
+    have ``c_k = 0`` (the common case) stays a plain :class:`torch.nn.Conv2d`.
+  - *conv13 -> dense14* (1x1 spatial after the last pool, no padding) and *dense14 -> dense15*.
+    The constant is folded exactly into dense14's bias: ``b += W14[:, k] * e14_k * c_k``. Dense14's
+    output units pruned by mask15 are zeroed after ReLU, so they are removed with their BN14 entries.
+  - A conv13 channel that mask13 keeps but mask14 prunes has no consumer and is removed.
+
+* **Unmasked models** compact to a plain copy with the same parameters (VGG's head dropout, an
+  identity in eval mode, is left out).
+
+A layer left with no unit at all keeps one all-zero placeholder unit so that every shape stays valid
+(exact, since that unit outputs 0). BNN models (:mod:`anpvs.models.bnn`) compact to their mean network,
+which is their eval forward unless weight sampling in eval mode is switched on.
+
+FLOPs: FlopCounterMode counts convolutions and matrix products only, so the border map of
+:class:`ConstantInputConv2d` (input-independent elementwise work, about ``C_out*H_out*W_out*k`` multiply-adds) and
+the gather of LeNet's dense3 inputs are not counted, like bias, BN, ReLU and pooling.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .metrics.efficiency import measured_flops
+from .models.base import InputNormalize
+from .models.lenet5_caffe import LeNet5Caffe
+from .models.vgg16 import AFTER_BLOCK, VGG16
+from .nn.beta_bernoulli import BetaBernoulliDropout
+
+__all__ = [
+    "CompactLeNet5Caffe",
+    "CompactVGG16",
+    "ConstantInputConv2d",
+    "compact",
+    "compact_from_state_dict",
+    "compact_stats",
+]
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class ConstantInputConv2d(nn.Conv2d):
+    """:class:`torch.nn.Conv2d` plus the exact contribution of removed input channels that held a constant.
+
+    If input channel ``k`` of a zero-padded conv is the constant ``c_k`` inside the image, its
+    contribution to output channel ``o`` at a position is ``c_k`` times the sum of the taps of
+    ``W[o, k]`` that fall inside the image: constant in the interior, different on the border. All such
+    channels together are one kernel ``const_weight = sum_k c_k W[:, k:k+1]`` of shape
+    ``[C_out, 1, kH, kW]`` applied to an all-ones image with the layer's zero padding; the map is
+    computed in closed form from which taps are inside, without a convolution.
+
+    Same constructor as :class:`torch.nn.Conv2d` (``groups=1``, ``padding_mode="zeros"``, numeric
+    padding only). ``const_weight`` starts at zero (then the layer is a plain conv).
+
+    Shape: input (N, C_in, H, W), output (N, C_out, H_out, W_out) as :class:`torch.nn.Conv2d`.
+
+    >>> conv = ConstantInputConv2d(2, 4, 3, padding=1)
+    >>> conv(torch.rand(1, 2, 5, 5)).shape
+    torch.Size([1, 4, 5, 5])
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.groups != 1 or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            raise ValueError("ConstantInputConv2d needs groups=1, zero padding and numeric padding")
+        self.const_weight = nn.Parameter(
+            torch.zeros(self.out_channels, 1, *self.kernel_size, device=self.weight.device, dtype=self.weight.dtype)
+        )
+
+    def _inside(self, size: int, dim: int) -> Tensor:
+        """(n_out, k) float matrix: 1 where kernel tap ``u`` of output position ``i`` reads inside the input."""
+        k, s, p, d = self.kernel_size[dim], self.stride[dim], self.padding[dim], self.dilation[dim]
+        n_out = (size + 2 * p - d * (k - 1) - 1) // s + 1
+        device = self.const_weight.device
+        pos = torch.arange(n_out, device=device)[:, None] * s + torch.arange(k, device=device)[None, :] * d - p
+        return ((pos >= 0) & (pos < size)).to(self.const_weight.dtype)
+
+    def constant_map(self, height: int, width: int) -> Tensor:
+        """``[C_out, H_out, W_out]``: what the removed constant channels add at each output position."""
+        rows, cols = self._inside(height, 0), self._inside(width, 1)  # (H_out, kH), (W_out, kW)
+        kern = self.const_weight[:, 0]  # (C_out, kH, kW)
+        per_row = (rows[None, :, :, None] * kern[:, None, :, :]).sum(2)  # (C_out, H_out, kW)
+        return (per_row[:, :, None, :] * cols[None, None, :, :]).sum(-1)  # (C_out, H_out, W_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) + self.constant_map(x.shape[-2], x.shape[-1]).to(x.dtype)
+
+
+class CompactLeNet5Caffe(nn.Module):
+    """LeNet5-Caffe with ``c1``, ``c2`` conv channels, ``f3`` dense3 inputs and ``h4`` hidden units.
+
+    conv1 5x5 -> ReLU -> pool -> conv2 5x5 -> ReLU -> pool -> flatten (``c2 * 16``) -> [gather ``f3``]
+    -> dense3 -> ReLU -> dense4. The gather (buffer ``dense3_index``) exists only when some flattened
+    positions of the kept channels are pruned (``gather=True``).
+    """
+
+    arch = "lenet5_caffe"
+
+    def __init__(self, c1: int, c2: int, f3: int, h4: int, num_classes: int = 10, in_channels: int = 1, *,
+                 gather: bool = False) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.conv1 = nn.Conv2d(in_channels, c1, 5)
+        self.conv2 = nn.Conv2d(c1, c2, 5)
+        self.register_buffer("dense3_index", torch.zeros(f3, dtype=torch.long) if gather else None)
+        self.dense3 = nn.Linear(f3, h4)
+        self.dense4 = nn.Linear(h4, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2).flatten(1)
+        if self.dense3_index is not None:
+            h = h.index_select(1, self.dense3_index)
+        return self.dense4(F.relu(self.dense3(h)))
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Tensor]) -> CompactLeNet5Caffe:
+        """Rebuild the network (shapes read from ``state_dict``) and load ``state_dict`` into it."""
+        c1, in_channels = state_dict["conv1.weight"].shape[:2]
+        h4, f3 = state_dict["dense3.weight"].shape
+        net = cls(c1, state_dict["conv2.weight"].shape[0], f3, h4, state_dict["dense4.weight"].shape[0],
+                  in_channels, gather="dense3_index" in state_dict)
+        net.load_state_dict(state_dict)
+        return net
+
+
+class CompactVGG16(nn.Module):
+    """VGG-16 (CIFAR) with the given conv ``widths`` (13) and ``hidden`` dense14 outputs, no dropout.
+
+    Each block is conv3x3 (SAME) -> BN -> ReLU [-> maxpool]; the head is flatten -> dense14 -> BN14 ->
+    ReLU -> dense15. ``constant_inputs[i]`` makes conv ``i`` a :class:`ConstantInputConv2d` (some
+    removed input channels carried a non-zero constant). ``bn_eps`` is the BN epsilon of the source
+    model (the reference's 1e-3); it is not part of the state dict.
+    """
+
+    arch = "vgg16"
+
+    def __init__(self, widths: Sequence[int], hidden: int, num_classes: int = 10, in_channels: int = 3, *,
+                 constant_inputs: Sequence[bool] | None = None, bn_eps: float = 1e-3) -> None:
+        super().__init__()
+        if len(widths) != len(AFTER_BLOCK):
+            raise ValueError(f"expected {len(AFTER_BLOCK)} conv widths, got {len(widths)}")
+        constant_inputs = [False] * len(widths) if constant_inputs is None else list(constant_inputs)
+        self.num_classes = num_classes
+        self.normalize = InputNormalize([0.0] * in_channels, [1.0] * in_channels)  # overwritten by load
+        self.convs = nn.ModuleList()
+        self.bns = nn.ModuleList()
+        c_in = in_channels
+        for width, const in zip(widths, constant_inputs, strict=True):
+            conv_cls = ConstantInputConv2d if const else nn.Conv2d
+            self.convs.append(conv_cls(c_in, width, 3, padding=1))
+            self.bns.append(nn.BatchNorm2d(width, eps=bn_eps, momentum=0.01))
+            c_in = width
+        self.dense14 = nn.Linear(c_in, hidden)
+        self.bn14 = nn.BatchNorm1d(hidden, eps=bn_eps, momentum=0.01)
+        self.dense15 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.normalize(x)
+        for conv, bn, after in zip(self.convs, self.bns, AFTER_BLOCK, strict=True):
+            h = F.relu(bn(conv(h)))
+            if after == "M":
+                h = F.max_pool2d(h, 2)
+        h = F.relu(self.bn14(self.dense14(h.flatten(1))))
+        return self.dense15(h)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Tensor], *, bn_eps: float = 1e-3) -> CompactVGG16:
+        """Rebuild the network (shapes read from ``state_dict``) and load ``state_dict`` into it."""
+        n = len(AFTER_BLOCK)
+        net = cls([state_dict[f"convs.{i}.weight"].shape[0] for i in range(n)],
+                  state_dict["dense14.weight"].shape[0], state_dict["dense15.weight"].shape[0],
+                  state_dict["normalize.mean"].shape[1],
+                  constant_inputs=[f"convs.{i}.const_weight" in state_dict for i in range(n)], bn_eps=bn_eps)
+        net.load_state_dict(state_dict)
+        return net
+
+
+def compact_from_state_dict(state_dict: Mapping[str, Tensor]) -> nn.Module:
+    """Rebuild a compacted network from its state dict (e.g. ``torch.load(path, weights_only=True)``)."""
+    if "conv1.weight" in state_dict:
+        return CompactLeNet5Caffe.from_state_dict(state_dict).eval()
+    if "convs.0.weight" in state_dict:
+        return CompactVGG16.from_state_dict(state_dict).eval()
+    raise ValueError("not the state dict of a CompactLeNet5Caffe or CompactVGG16")
+
+
+# --------------------------------------------------------------------------- folding helpers
+
+
+def _scale(mask: nn.Module, n: int, like: Tensor) -> Tensor:
+    """The eval-mode factor of every unit behind ``mask``: thresholded E[pi], or ones for no mask."""
+    if isinstance(mask, BetaBernoulliDropout):
+        return mask.expected_pi().detach().to(device=like.device, dtype=like.dtype)
+    if isinstance(mask, nn.Identity):
+        return torch.ones(n, device=like.device, dtype=like.dtype)
+    raise TypeError(f"cannot compact through a {type(mask).__name__} mask")
+
+
+def _index(keep: Tensor) -> Tensor:
+    return keep.nonzero().flatten()
+
+
+def _select(t: Tensor, dim: int, idx: Tensor, scale: Tensor | None = None) -> Tensor:
+    """``t`` restricted to ``idx`` along ``dim``, times ``scale[idx]`` there; an empty ``idx`` gives one
+    all-zero slice (the placeholder unit of a layer left with no unit)."""
+    if idx.numel() == 0:
+        shape = list(t.shape)
+        shape[dim] = 1
+        return t.new_zeros(shape)
+    out = t.detach().index_select(dim, idx)
+    if scale is not None:
+        view = [1] * t.dim()
+        view[dim] = -1
+        out = out * scale.index_select(0, idx).view(view)
+    return out
+
+
+def _bn_state(bn: nn.modules.batchnorm._BatchNorm, idx: Tensor, prefix: str) -> dict[str, Tensor]:
+    return {
+        f"{prefix}.weight": _select(bn.weight, 0, idx),
+        f"{prefix}.bias": _select(bn.bias, 0, idx),
+        f"{prefix}.running_mean": _select(bn.running_mean, 0, idx),
+        f"{prefix}.running_var": _select(bn.running_var, 0, idx),
+        f"{prefix}.num_batches_tracked": bn.num_batches_tracked.detach().clone(),
+    }
+
+
+def _pruned_constant(bn: nn.modules.batchnorm._BatchNorm) -> Tensor:
+    """``ReLU(BN_eval(0))`` per channel: what a channel zeroed before BN carries after BN + ReLU."""
+    zero = torch.zeros(1, bn.num_features, device=bn.running_mean.device, dtype=bn.running_mean.dtype)
+    out = F.batch_norm(zero, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    return F.relu(out)[0].detach()
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _lenet_state(model: LeNet5Caffe) -> dict[str, Tensor]:
+    w1 = model.conv1.weight
+    e1 = _scale(model.mask1, model.conv1.out_channels, w1)
+    e2 = _scale(model.mask2, model.conv2.out_channels, w1)
+    e3 = _scale(model.mask3, model.dense3.in_features, w1)
+    e4 = _scale(model.mask4, model.dense3.out_features, w1)
+    c2_all = model.conv2.out_channels
+    spatial = model.dense3.in_features // c2_all  # 16 flattened positions per conv2 channel
+    # a flattened input of dense3 is live if its conv2 channel and its own mask3 unit are both kept
+    pos_live = (e3 > 0) & (e2 > 0).repeat_interleave(spatial)
+    ch_live = pos_live.view(c2_all, spatial).any(1)  # conv2 channels with at least one live position
+    idx1, idx2, idx3, idx4 = _index(e1 > 0), _index(ch_live), _index(pos_live), _index(e4 > 0)
+    # position of each live flattened input in the compact flatten (kept channels only, in order)
+    rank = torch.cumsum(ch_live.long(), 0) - 1
+    gather_idx = rank[idx3 // spatial] * spatial + idx3 % spatial
+    n_flat = max(idx2.numel(), 1) * spatial
+    if idx3.numel() == 0:
+        gather_idx = torch.zeros(1, dtype=torch.long, device=w1.device)  # reads the placeholder's 0
+    gather = not torch.equal(gather_idx, torch.arange(n_flat, device=w1.device))
+    all_in = torch.arange(model.conv1.in_channels, device=w1.device)
+    sd = {
+        "conv1.weight": _select(_select(model.conv1.weight, 0, idx1, e1), 1, all_in),
+        "conv1.bias": _select(model.conv1.bias, 0, idx1, e1),
+        "conv2.weight": _select(_select(model.conv2.weight, 0, idx2, e2), 1, idx1),
+        "conv2.bias": _select(model.conv2.bias, 0, idx2, e2),
+        "dense3.weight": _select(_select(model.dense3.weight, 0, idx4), 1, idx3, e3),
+        "dense3.bias": _select(model.dense3.bias, 0, idx4),
+        "dense4.weight": _select(model.dense4.weight, 1, idx4, e4),
+        "dense4.bias": model.dense4.bias.detach().clone(),
+    }
+    if gather:
+        sd["dense3_index"] = gather_idx
+    return sd
+
+
+def _vgg_state(model: VGG16) -> dict[str, Tensor]:
+    like = model.convs[0].weight
+    scales = [_scale(m, conv.out_channels, like) for m, conv in zip(model.masks, model.convs, strict=True)]
+    e14 = _scale(model.mask14, model.dense14.in_features, like)
+    e15 = _scale(model.mask15, model.dense15.in_features, like)
+    kept = [e > 0 for e in scales]
+    # conv13 channels pruned by mask14 have no consumer
+    live = kept[:-1] + [kept[-1] & (e14 > 0)]
+    consts = [_pruned_constant(bn) * (~k) for bn, k in zip(model.bns, kept, strict=True)]
+    idx = [_index(k) for k in live]
+    sd: dict[str, Tensor] = {
+        "normalize.mean": model.normalize.mean.detach().clone(),
+        "normalize.std": model.normalize.std.detach().clone(),
+    }
+    in_idx = torch.arange(model.convs[0].in_channels, device=like.device)
+    for i, conv in enumerate(model.convs):
+        w_out = _select(conv.weight, 0, idx[i], scales[i])  # kept output channels, E[pi] folded in
+        sd[f"convs.{i}.weight"] = _select(w_out, 1, in_idx)
+        sd[f"convs.{i}.bias"] = _select(conv.bias, 0, idx[i], scales[i])
+        if i > 0 and bool((consts[i - 1] != 0).any()):
+            # removed input channels that carry a non-zero constant: one summed kernel, exact at borders
+            sd[f"convs.{i}.const_weight"] = (w_out * consts[i - 1].view(1, -1, 1, 1)).sum(1, keepdim=True)
+        sd.update(_bn_state(model.bns[i], idx[i], f"bns.{i}"))
+        in_idx = idx[i]
+    # head: conv13 output is 1x1, so flatten index == channel and the constants fold into dense14's bias
+    out_idx = _index(e15 > 0)
+    w14 = _select(model.dense14.weight, 0, out_idx)
+    sd["dense14.weight"] = _select(w14, 1, in_idx, e14)
+    sd["dense14.bias"] = _select(model.dense14.bias, 0, out_idx) + w14 @ (e14 * consts[-1])
+    sd.update(_bn_state(model.bn14, out_idx, "bn14"))
+    sd["dense15.weight"] = _select(model.dense15.weight, 1, out_idx, e15)
+    sd["dense15.bias"] = model.dense15.bias.detach().clone()
+    return sd
+
+
+def compact(model: nn.Module) -> nn.Module:
+    """A plain, physically smaller network computing ``model``'s eval-mode forward (logits).
+
+    Accepts ``lenet5_caffe_bbd`` / ``vgg16_bbd`` (pruned units removed, E[pi] folded into the weights,
+    VGG's pruned-channel constants folded exactly, see the module docstring) and the unmasked
+    ``lenet5_caffe`` / ``vgg16`` (a plain copy of the same size). ``model`` is not modified. Returns a
+    :class:`CompactLeNet5Caffe` or :class:`CompactVGG16` in eval mode, on ``model``'s device and dtype;
+    its ``state_dict`` holds only tensors, and :func:`compact_from_state_dict` rebuilds it.
+
+    >>> from anpvs.models import create_model
+    >>> small = compact(create_model("lenet5_caffe_bbd"))
+    >>> small(torch.rand(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
+    with torch.no_grad():
+        if isinstance(model, LeNet5Caffe):
+            sd = _lenet_state(model)
+            build = CompactLeNet5Caffe.from_state_dict
+        elif isinstance(model, VGG16):
+            sd = _vgg_state(model)
+            eps = model.bns[0].eps
+
+            def build(state: Mapping[str, Tensor]) -> nn.Module:
+                return CompactVGG16.from_state_dict(state, bn_eps=eps)
+        else:
+            raise TypeError(f"compact() supports LeNet5Caffe and VGG16 models, got {type(model).__name__}")
+        sd = {k: v.contiguous() for k, v in sd.items()}
+        with torch.device("meta"):
+            net = build({k: v.to("meta") for k, v in sd.items()})
+        net.load_state_dict(sd, assign=True)
+    return net.eval()
+
+
+def _input_shape(model: nn.Module) -> tuple[int, int, int]:
+    if isinstance(model, LeNet5Caffe):
+        return (model.conv1.in_channels, 28, 28)
+    if isinstance(model, VGG16):
+        return (model.convs[0].in_channels, 32, 32)
+    raise TypeError(f"compact_stats() supports LeNet5Caffe and VGG16 models, got {type(model).__name__}")
+
+
+def compact_stats(model: nn.Module, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
+    """Size and FlopCounterMode cost of :func:`compact` ``(model)`` next to those of ``model`` itself.
+
+    ``input_shape`` is one example's shape (default: ``(C, 28, 28)`` for LeNet5-Caffe, ``(C, 32, 32)``
+    for VGG-16). Returns
+
+    * ``compact_params``: parameters of the compacted network (conv / linear weights and biases, BN
+      affine parameters and any :class:`ConstantInputConv2d` ``const_weight``; no mask parameters);
+    * ``compact_bytes``: bytes of every tensor in its state dict (BN running statistics and index
+      buffers included), i.e. what ``torch.save`` stores apart from pickling overhead;
+    * ``compact_flops`` / ``dense_flops``: :func:`~anpvs.metrics.efficiency.measured_flops` of the
+      compacted network and of ``model`` (masks do not make the original cheaper);
+    * ``measured_speedup``: ``dense_flops / compact_flops``.
+    """
+    net = compact(model)
+    shape = tuple(operator.index(s) for s in input_shape) if input_shape is not None else _input_shape(model)
+    compact_flops = measured_flops(net, shape)
+    dense_flops = measured_flops(model, shape)
+    return {
+        "compact_params": sum(p.numel() for p in net.parameters()),
+        "compact_bytes": sum(t.numel() * t.element_size() for t in net.state_dict().values()),
+        "compact_flops": compact_flops,
+        "dense_flops": dense_flops,
+        "measured_speedup": dense_flops / compact_flops if compact_flops else float("inf"),
+    }

@@ -1,0 +1,262 @@
+"""Tests of ``anpvs reproduce``: table writers, protocols, interrupt + resume, figures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from anpvs import reproduce as rp
+from anpvs.paper_results import PAPER_KEYS, PAPER_ROWS, TABLES, paper_table
+from anpvs.report import TABLE_COLUMNS, summarize, write_tables
+
+HEADERS = ["Clean acc (%)", "White-box PGD acc (%)", "Black-box acc (%)", "White-box vuln.", "Black-box vuln.",
+           "Memory (%)", "FLOPs (x)", "Sparsity (%)", "Weight sparsity (%)"]
+SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "docs" / "SPEC.md"
+
+
+def _metrics(clean: float, **kw: float) -> dict[str, float]:
+    base = {"clean_acc": clean, "pgd_acc": 10.0, "bb_pgd_acc": 20.0, "pgd_vulnerability": 0.1,
+            "bb_pgd_vulnerability": 0.05, "memory_pct": 100.0, "flops_speedup": 1.0, "unit_sparsity": 0.0,
+            "weight_sparsity": 0.0}
+    return {**base, **kw}
+
+
+# --------------------------------------------------------------------------------------------------------
+# tables
+
+
+def test_table_writers_paper_layout_and_mean_std(tmp_path: Path) -> None:
+    rows = {"Standard": [_metrics(99.0), _metrics(98.0, pgd_acc=12.0)], "AT": [_metrics(97.0)], "Empty": []}
+    paper = {"Standard": paper_table("mnist")["standard"]}
+    paths = write_tables(tmp_path, rows, paper=paper, row_keys={"Standard": "standard", "AT": "at"},
+                         caption="cap", footnotes=["note one"], meta={"seeds": [0, 1]})
+
+    md = paths["md"].read_text().splitlines()
+    header = next(ln for ln in md if ln.startswith("| Model"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["Model", *HEADERS]
+    std_row = next(ln for ln in md if ln.startswith("| Standard"))
+    cells = [c.strip() for c in std_row.strip("|").split("|")]
+    assert cells[1] == "98.50 ± 0.71" and cells[2] == "11.00 ± 1.41" and cells[3] == "20.00 ± 0.00"
+    assert next(ln for ln in md if ln.startswith("| AT"))  # single seed: no ± part
+    assert "| AT | 97.00 | 10.00 |" in "\n".join(md)
+    paper_row = md[md.index(std_row) + 1]
+    assert paper_row.startswith("| *↳ paper* | *99.29* | *0.00* | *8.02* | *0.129* |")
+    assert "| Empty | - |" in "\n".join(md)
+    assert md[0] == "cap" and md[-1] == "1. note one"
+
+    reader = list(csv.reader(io.StringIO(paths["csv"].read_text())))
+    assert reader[0][:3] == ["Model", "Source", "Seeds"]
+    assert reader[0][3::2] == HEADERS and reader[0][4::2] == [f"{h} std" for h in HEADERS]
+    assert reader[1][:3] == ["Standard", "ours", "2"]
+    assert float(reader[1][3]) == pytest.approx(98.5) and float(reader[1][4]) == pytest.approx(math.sqrt(0.5))
+    assert reader[2][:4] == ["Standard", "paper", "5", "99.29"]
+
+    data = json.loads(paths["json"].read_text())
+    assert [c["header"] for c in data["columns"]] == HEADERS
+    assert [c["key"] for c in data["columns"]] == [k for _, k, _ in TABLE_COLUMNS]
+    st = data["rows"][0]["metrics"]["clean_acc"]
+    assert st["mean"] == pytest.approx(98.5) and st["std"] == pytest.approx(math.sqrt(0.5)) and st["n"] == 2
+    assert data["rows"][1]["metrics"]["clean_acc"]["std"] is None and data["rows"][1]["paper"] is None
+    assert data["rows"][0]["key"] == "standard" and data["seeds"] == [0, 1]
+
+
+def test_summarize_ignores_missing_values() -> None:
+    assert summarize([1.0, None, float("nan"), 3.0]) == {"mean": 2.0, "std": math.sqrt(2.0), "n": 2,
+                                                          "values": [1.0, 3.0]}
+    assert summarize([])["mean"] is None
+
+
+@pytest.mark.skipif(not SPEC.is_file(), reason="shared/docs/SPEC.md not beside the checkout")
+def test_paper_results_are_the_spec_tables_verbatim() -> None:
+    text = SPEC.read_text()
+    sections = re.split(r"\*\*(MNIST|CIFAR-10|CIFAR-100),", text.split("## 9.")[1].split("## 10.")[0])
+    names = {"MNIST": "mnist", "CIFAR-10": "cifar10", "CIFAR-100": "cifar100"}
+    found = {}
+    for name, body in zip(sections[1::2], sections[2::2], strict=True):
+        rows = {}
+        for line in body.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if line.startswith("|") and cells[0] in PAPER_ROWS:
+                rows[PAPER_ROWS[cells[0]]] = dict(zip(PAPER_KEYS, map(float, cells[1:]), strict=True))
+        found[names[name]] = rows
+    assert set(found) == set(TABLES)
+    for table in TABLES:
+        assert paper_table(table) == found[table]
+
+
+def test_shipped_protocols_load_and_plan(tmp_path: Path) -> None:
+    for table in TABLES:
+        for scale in rp.SCALES:
+            proto = rp.load_protocol(rp.protocol_path(table, scale))
+            assert proto["table"] == table and list(proto["rows"])[:2] == ["standard", "bp"]
+            jobs, shown, skipped = rp.plan(proto, seeds=[0, 1], out=tmp_path, device="cpu")
+            assert jobs[0].name == "source" and jobs[0].cfg.method.name == "at"
+            assert set(shown) | set(skipped) == set(proto["rows"])
+            by_name = {j.name: j for j in jobs}
+            if "anp_vs/seed1" in by_name:  # ANP-VS starts from the Standard run of the same seed
+                assert by_name["anp_vs/seed1"].cfg.init == str(tmp_path / "runs/standard/seed1/checkpoint.pt")
+    with pytest.raises(rp.ProtocolError, match="unknown row"):
+        rp.plan(rp.load_protocol(rp.protocol_path("mnist", "cpu")), seeds=[0], out=tmp_path, rows=["nope"])
+
+
+def test_protocol_errors(tmp_path: Path) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text("table: mnist\nsource: {seed: 1}\nrows: {bp: {init: standard}}\n")
+    with pytest.raises(rp.ProtocolError, match="not another row"):
+        rp.load_protocol(p)
+    p.write_text("table: mnist\nsource: {seed: 1}\nrows: {at: {overrides: {train.epoch: 1}}}\n")
+    with pytest.raises(rp.ConfigError, match="unknown config key"):
+        rp.plan(rp.load_protocol(p), seeds=[0], out=tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------------
+# a tiny reproduction, interrupted and resumed
+
+TINY = """
+table: mnist
+scale: tiny
+description: two rows on 64 digits.
+common:
+  data.name: mnist_sample
+  data.train_limit: 64
+  data.test_limit: 32
+  train.batch_size: 16
+  train.lr_milestones: []
+  attack.steps: 1
+  attack.step_size: 0.3
+  eval.steps: 2
+  eval.step_size: 0.15
+source: {seed: 1000, method: at, overrides: {train.epochs: 1}}
+rows:
+  standard: {label: Standard, overrides: {train.epochs: 1}}
+  at: {label: AT, overrides: {train.epochs: 2}}
+  ghost: {label: Ghost, method: no_such_method}
+figures: {n_images: 16, eps_factors: [0.0, 1.0]}
+"""
+
+
+def _table(out: Path) -> dict:
+    data = json.loads((out / "table.json").read_text())
+    return {r["label"]: r["metrics"] for r in data["rows"]}
+
+
+def test_reproduce_interrupted_then_resumed_matches_uninterrupted(tmp_path: Path, monkeypatch) -> None:
+    from anpvs.cli import main
+    from anpvs.methods.adversarial import AT
+
+    protocol = tmp_path / "tiny.yaml"
+    protocol.write_text(TINY)
+    try:
+        import matplotlib  # noqa: F401
+
+        figures = []
+    except ImportError:
+        figures = ["--no-figures"]
+
+    # A: uninterrupted, through the command line
+    a = tmp_path / "a"
+    assert main(["reproduce", "--protocol", str(protocol), "--seeds", "1", "--out", str(a), "--device", "cpu",
+                 "--quiet", *figures]) == 0
+    assert (a / "runs/source/checkpoint.pt").is_file() and (a / "runs/at/seed0/eval_bb.json").is_file()
+    md = (a / "table.md").read_text()
+    assert "Ghost: row skipped, method 'no_such_method' is not registered" in md
+    assert "Black-box source: `runs/source` (at, seed 1000" in md
+
+    # B: Ctrl-C in the second epoch of the AT row, after the Standard row was trained and evaluated
+    b = tmp_path / "b"
+    calls = {"n": 0}
+    real_loss = AT.loss
+
+    def flaky_loss(self, model, x, y):
+        if self.cfg.out.endswith("at/seed0"):
+            calls["n"] += 1
+            if calls["n"] == 6:  # 4 batches per epoch: epoch 1 is checkpointed, epoch 2 is cut
+                raise KeyboardInterrupt
+        return real_loss(self, model, x, y)
+
+    monkeypatch.setattr(AT, "loss", flaky_loss)
+    with pytest.raises(KeyboardInterrupt):
+        rp.reproduce(protocol=protocol, seeds=1, out=b, device="cpu", figures=False, progress=False)
+    assert torch.load(b / "runs/at/seed0/checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert (b / "runs/standard/seed0/eval_bb.json").is_file() and not (b / "table.md").exists()
+    std_ckpt_mtime = (b / "runs/standard/seed0/checkpoint.pt").stat().st_mtime_ns
+    std_eval = (b / "runs/standard/seed0/eval_bb.json").read_text()
+
+    # resume: the same call finishes the AT row only (training from epoch 2, then its evaluation)
+    evaluated: list[str] = []
+    real_eval = rp.evaluate_checkpoint
+
+    def counting_eval(ckpt, **kw):
+        evaluated.append(str(ckpt))
+        return real_eval(ckpt, **kw)
+
+    monkeypatch.setattr(rp, "evaluate_checkpoint", counting_eval)
+    summary = rp.reproduce(protocol=protocol, seeds=1, out=b, device="cpu", figures=False, progress=False)
+    assert evaluated == [str(b / "runs/at/seed0/checkpoint.pt")]
+    assert (b / "runs/standard/seed0/checkpoint.pt").stat().st_mtime_ns == std_ckpt_mtime
+    assert (b / "runs/standard/seed0/eval_bb.json").read_text() == std_eval
+    assert [json.loads(ln)["epoch"] for ln in (b / "runs/at/seed0/log.jsonl").read_text().splitlines()] == [1, 2]
+    assert summary["skipped"] == {"ghost": "method 'no_such_method' is not registered in this version of anpvs"}
+
+    # same numbers, same table
+    assert _table(b) == _table(a)
+    assert (b / "table.md").read_text() == md
+
+    # a third run changes nothing
+    evaluated.clear()
+    rp.reproduce(protocol=protocol, seeds=1, out=b, device="cpu", figures=False, progress=False)
+    assert evaluated == []
+
+    if not figures:  # matplotlib is there: A drew the figures (PNG files)
+        pngs = {p.name for p in (a / "figures").glob("*.png")}
+        assert {"training_curves.png", "vulnerability_histograms.png", "input_distortion.png",
+                "accuracy_vs_eps.png", "loss_surface.png"} <= pngs
+        for name in pngs:
+            assert (a / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert json.loads((a / "figures" / "accuracy_vs_eps.json").read_text())["at"]["eps"] == [0.0, 0.3]
+
+
+def test_figures_command_needs_a_reproduction_folder(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    from anpvs.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["figures", str(tmp_path)])
+    assert exc.value.code == 1
+    assert "not a reproduction folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------------
+# figures from synthetic inputs
+
+
+def test_figure_functions_write_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from anpvs import create_model
+    from anpvs import figures as fg
+    from anpvs.attacks import PGD
+
+    torch.manual_seed(0)
+    model = create_model("lenet5_caffe_bbd").eval()
+    x, y = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    attack = PGD(eps=0.3, step_size=0.1, steps=2)
+    vuln = fg.feature_vulnerability(model, x, y, attack)
+    assert [tuple(v.shape) for v in vuln] == [(20, 24, 24), (50, 8, 8), (500,)]
+    heat = fg.input_distortion(model, x[:1], y[:1], attack)
+    assert heat.shape == (24, 24)
+    acc = fg.accuracy_vs_eps(model, x, y, [0.0, 0.3], steps=2, step_per_eps=0.3)
+    assert len(acc) == 2 and all(0 <= v <= 100 for v in acc)
+    a, b, z = fg.loss_surface(model, x[:1], y[:1], 0.3, n=5)
+    assert z.shape == (5, 5) and a.min() == pytest.approx(-0.3)
+    logs = {"ANP-VS": [{"epoch": e, "loss": 1.0 / e, "active_units": {"mask1": 20 - e, "mask2": 50 - e}}
+                       for e in (1, 2)], "AT": [{"epoch": 1, "loss": 1.0}]}
+    path = fg.plot_active_units(logs, tmp_path / "u.png")  # the other drawings run in the reproduce test
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fg.plot_active_units({"AT": logs["AT"]}, tmp_path / "none.png") is None

@@ -1,0 +1,327 @@
+"""Tests of the one training loop (:func:`anpvs.train.fit`) on 128 tiny images, 4 steps per epoch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch.nn import functional as F
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+import anpvs.train
+from anpvs.checkpoint import load_model, read_checkpoint
+from anpvs.config import build_config, config_from_dict
+from anpvs.data import BatchLoader, load_dataset
+from anpvs.methods import build_method
+from anpvs.nn.beta_bernoulli import total_kl
+from anpvs.train import TrainingError, build_model, fit, lr_factor, split_parameters
+
+pytestmark = pytest.mark.usefixtures("fake_git")
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def step_lrs():
+    """The learning rate of every optimizer step taken while the fixture is active, per optimizer class."""
+    seen: list[tuple[str, float]] = []
+    handle = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: seen.append((type(opt).__name__, opt.param_groups[0]["lr"])))
+    yield seen
+    handle.remove()
+
+
+def test_fit_writes_config_log_and_checkpoint(tiny_config, step_lrs) -> None:
+    cfg = tiny_config(train__epochs=2)  # 128 images / batch 32: 4 steps per epoch, 8 in all
+    summary = fit(cfg, progress=False)
+    run = Path(cfg.out)
+    assert summary["epoch"] == 2 and Path(summary["checkpoint"]) == run / "checkpoint.pt"
+
+    assert config_from_dict(yaml.safe_load((run / "config.yaml").read_text())) == cfg
+    log = _log(run)
+    assert [r["epoch"] for r in log] == [1, 2]
+    for r in log:
+        assert {"epoch", "loss", "acc", "lr", "epoch_time_s"} <= set(r)
+        assert r["loss"] > 0 and 0 <= r["acc"] <= 100
+    assert log[-1] == {"epoch": 2, **summary["metrics"]}
+
+    ckpt = read_checkpoint(run / "checkpoint.pt")
+    assert ckpt["epoch"] == 2
+    assert config_from_dict(ckpt["config"]) == cfg
+    assert {"optimizers", "schedulers", "rng", "data"} <= set(ckpt)
+    assert ckpt["data"]["n_train"] == 128 and ckpt["data"]["input_shape"] == [1, 28, 28]
+    model, _ = load_model(run / "checkpoint.pt")
+    assert model.model_name == "lenet5_caffe" and not model.training
+
+    # Staircase schedule at 50% and 70% of the 8 steps (SPEC B section 4): lr x0.1 from step 4, x0.01 from 6.
+    lrs = [lr for _, lr in step_lrs]
+    assert lrs == pytest.approx([1e-3] * 4 + [1e-4] * 2 + [1e-5] * 2)
+    assert log[0]["lr"] == pytest.approx(1e-4)  # the lr in force after epoch 1, past the 50% milestone
+
+
+def test_training_learns_the_tiny_classes(tiny_config) -> None:
+    cfg = tiny_config(train__epochs=2, data__train_limit=None, train__schedule="constant", train__lr=3e-3)
+    fit(cfg, progress=False)
+    log = _log(Path(cfg.out))
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert log[-1]["acc"] > 50  # 10 classes: chance is 10%
+
+
+def test_validation_split_metrics_are_logged(tiny_config) -> None:
+    cfg = tiny_config(train__epochs=1, data__train_limit=32, data__val_size=20, attack__steps=2)
+    fit(cfg, progress=False)
+    (row,) = _log(Path(cfg.out))
+    assert 0 <= row["val_pgd2_acc"] <= row["val_clean_acc"] <= 100
+    assert read_checkpoint(Path(cfg.out) / "checkpoint.pt")["data"]["n_train"] == 32
+
+
+@pytest.mark.parametrize(("milestones", "total", "expected"), [
+    ([0.5, 0.7], 100, {0: 1.0, 49: 1.0, 50: 0.1, 69: 0.1, 70: 0.01, 100: 0.01}),
+    ([0.5, 0.8], 10, {4: 1.0, 5: 0.1, 7: 0.1, 8: 0.01}),
+    ([], 10, {0: 1.0, 9: 1.0}),
+])
+def test_staircase_factor(milestones: list[float], total: int, expected: dict[int, float]) -> None:
+    factor = lr_factor(build_config({"train.lr_milestones": milestones}), total)
+    assert {step: factor(step) for step in expected} == pytest.approx(expected)
+
+
+def test_cosine_and_constant_factors() -> None:
+    cos = lr_factor(build_config({"train.schedule": "cosine"}), 10)
+    assert cos(0) == pytest.approx(1.0) and cos(5) == pytest.approx(0.5) and cos(10) == pytest.approx(0.0)
+    const = lr_factor(build_config({"train.schedule": "constant"}), 10)
+    assert const(0) == const(9) == 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Resume: an interrupted run continued with resume=True ends bitwise where an uninterrupted one does
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["standard", "at", "anp_vs"])
+def test_resume_equivalence(tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    # 16 images in batches of 8: 2 steps per epoch, enough to carry optimizer, RNG and schedule state over
+    small = {"method__name": method, "train__epochs": 3, "data__train_limit": 16, "train__batch_size": 8,
+             "attack__steps": 1}
+    cfg_a = tiny_config(**small, out=str(tmp_path / "a"))
+    cfg_b = tiny_config(**small, out=str(tmp_path / "b"))
+    fit(cfg_a, progress=False)
+
+    # Run B is interrupted (Ctrl-C) in epoch 2, just before its checkpoint would be written.
+    real_save = anpvs.train.atomic_save
+    calls = []
+
+    def save_then_interrupt(obj, path):
+        calls.append(obj["epoch"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_save(obj, path)
+
+    monkeypatch.setattr(anpvs.train, "atomic_save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg_b, progress=False)
+    monkeypatch.setattr(anpvs.train, "atomic_save", real_save)
+    assert read_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+    assert [r["epoch"] for r in _log(tmp_path / "b")] == [1]
+
+    fit(cfg_b, resume=True, progress=False)
+
+    a = read_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = read_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    assert a["model_name"] == b["model_name"]
+    if method == "anp_vs":
+        assert a["model_name"] == "lenet5_caffe_bbd" and set(a["optimizers"]) == {"weights", "masks"}
+        # both optimizers follow the same staircase (SPEC B section 4: lr1 = 10 lr2 throughout)
+        assert all(r["mask_lr"] == pytest.approx(10 * r["lr"]) for r in _log(tmp_path / "a"))
+        assert _log(tmp_path / "a")[-1]["lr"] == pytest.approx(1e-5)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), f"{k} differs after resume"
+    for name, opt in a["optimizers"].items():
+        for pid, st in opt["state"].items():
+            for key, v in st.items():
+                assert torch.equal(v, b["optimizers"][name]["state"][pid][key]), f"{name} optimizer {key} differs"
+    assert a["schedulers"] == b["schedulers"]
+    log_a, log_b = _log(tmp_path / "a"), _log(tmp_path / "b")
+    assert [r["epoch"] for r in log_b] == [1, 2, 3]
+    for ra, rb in zip(log_a, log_b, strict=True):
+        assert ra["loss"] == rb["loss"] and ra["acc"] == rb["acc"]
+
+
+def test_resume_of_a_finished_run_changes_nothing(tiny_config) -> None:
+    cfg = tiny_config(train__epochs=1)
+    fit(cfg, progress=False)
+    path = Path(cfg.out) / "checkpoint.pt"
+    before = path.read_bytes()
+    summary = fit(cfg, resume=True, progress=False)
+    assert summary["epoch"] == 1
+    assert path.read_bytes() == before
+
+
+# --------------------------------------------------------------------------------------------------
+# ANP-VS: two optimizers, two losses (SPEC A item 7, B section 4)
+# --------------------------------------------------------------------------------------------------
+
+
+def _anp_vs_setup(tiny_config, **overrides):
+    cfg = tiny_config(method__name="anp_vs", method__vs_weight=1.0, **overrides)
+    data = load_dataset("mnist", cfg.data.dir, train_limit=cfg.data.train_limit)
+    method = build_method(cfg, len(data.train))
+    model = build_model(cfg, method, data.input_shape, data.num_classes)
+    x, y = next(iter(BatchLoader(data.train, 16, shuffle=False)))
+    return cfg, method, model.train(), x, y
+
+
+def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [g if g is not None else torch.zeros_like(p)
+            for g, p in zip(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True), params,
+                            strict=True)]
+
+
+def _flat(grads: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([g.flatten() for g in grads])
+
+
+def test_anp_vs_losses_split_between_masks_and_weights(tiny_config) -> None:
+    torch.manual_seed(0)
+    cfg, method, model, x, y = _anp_vs_setup(tiny_config)
+    masks, decay, no_decay = split_parameters(model)
+    weights = decay + no_decay
+    assert model.model_name == "lenet5_caffe_bbd" and len(masks) == 8
+    assert {id(p) for p in masks}.isdisjoint({id(p) for p in weights})
+    assert len(masks) + len(weights) == len(list(model.parameters()))
+
+    out = method.loss(model, x, y)
+    assert {"loss", "mask_loss", "logits", "logits_adv", "vulnerability", "kl"} <= set(out)
+    ce_clean = F.cross_entropy(out["logits"], y)
+    ce_adv = F.cross_entropy(out["logits_adv"], y)
+    kl_term = cfg.method.beta * total_kl(model) / method.n_train
+
+    # masks: CE_adv + beta * KL / N, nothing else
+    g_mask = _grads(out["mask_loss"], masks)
+    assert _flat(g_mask).abs().sum() > 0
+    for g, ref in zip(g_mask, _grads(ce_adv + kl_term, masks), strict=True):
+        torch.testing.assert_close(g, ref)
+    # ... which leaves out terms that do depend on the masks: the clean CE and the VS term
+    vs_term = out["loss"] - (ce_clean + 2 * ce_adv) / 3
+    assert vs_term.item() == pytest.approx(cfg.method.vs_weight * out["vulnerability"].item(), rel=1e-4)
+    assert vs_term.item() > 0
+    assert _flat(_grads(ce_clean, masks)).abs().sum() > 0
+    assert _flat(_grads(vs_term, masks)).abs().sum() > 0
+    assert not torch.allclose(_flat(g_mask), _flat(_grads(out["loss"], masks)))
+
+    # weights: the mixed loss plus lambda * V, with V's first layer included (SPEC B 7.2); KL has no weight gradient
+    assert _flat(_grads(kl_term, weights)).abs().sum() == 0
+    assert model.conv1.weight.grad is None
+    g_vs_conv1 = _grads(vs_term, [model.conv1.weight])[0]
+    assert g_vs_conv1.abs().sum() > 0
+
+
+def test_fit_routes_mask_loss_to_masks_and_loss_to_weights(tiny_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One step of ``fit``: the gradients the two Adam optimizers see are exactly those of the two losses."""
+    expected: dict[str, torch.Tensor] = {}  # parameter name -> gradient the optimizer should see
+    mask_grad_of_loss: dict[str, torch.Tensor] = {}
+    initial: dict[str, torch.Tensor] = {}
+    ids: dict[int, str] = {}
+    real_build = anpvs.train.build_method
+
+    def spying_build(cfg, n_train):
+        method = real_build(cfg, n_train)
+        real_loss = method.loss
+
+        def loss(model, x, y):
+            ids.update({id(p): n for n, p in model.named_parameters()})
+            initial.update({n: p.detach().clone() for n, p in model.named_parameters()})
+            out = real_loss(model, x, y)
+            masks, decay, no_decay = split_parameters(model)
+            for p, g in zip(masks, _grads(out["mask_loss"], masks), strict=True):
+                expected[ids[id(p)]] = g
+            for p, g in zip(masks, _grads(out["loss"], masks), strict=True):
+                mask_grad_of_loss[ids[id(p)]] = g
+            for p, g in zip(decay + no_decay, _grads(out["loss"], decay + no_decay), strict=True):
+                expected[ids[id(p)]] = g
+            return out
+
+        method.loss = loss
+        return method
+
+    seen: dict[str, torch.Tensor] = {}
+
+    def capture(opt, args, kwargs):
+        for group in opt.param_groups:
+            for p in group["params"]:
+                seen[ids[id(p)]] = p.grad.clone()
+
+    monkeypatch.setattr(anpvs.train, "build_method", spying_build)
+    handle = register_optimizer_step_pre_hook(capture)
+    try:
+        torch.manual_seed(0)
+        # 32 images in one batch: one step of each optimizer
+        cfg = tiny_config(method__name="anp_vs", method__vs_weight=1.0, train__epochs=1, data__train_limit=32,
+                          train__schedule="constant")
+        fit(cfg, progress=False)
+    finally:
+        handle.remove()
+
+    assert len(mask_grad_of_loss) == 8
+    assert seen.keys() == expected.keys() == set(initial)
+    for name, g in expected.items():
+        torch.testing.assert_close(seen[name], g, rtol=1e-6, atol=1e-9, msg=name)
+    # the routing matters: out["loss"] would have given the masks other gradients
+    assert any(not torch.allclose(expected[n], g) for n, g in mask_grad_of_loss.items())
+
+    # Adam's first step moves each mask parameter by lr * g / (|g| + eps), g = the gradient of mask_loss.
+    state = read_checkpoint(Path(cfg.out) / "checkpoint.pt")["state_dict"]
+    for name in mask_grad_of_loss:
+        g = expected[name]
+        torch.testing.assert_close(state[name], initial[name] - cfg.train.mask_lr * g / (g.abs() + 1e-8),
+                                   rtol=1e-5, atol=1e-6, msg=name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Divergence
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["loss", "mask_loss"])
+def test_diverging_loss_stops_training_and_keeps_the_last_checkpoint(
+        tiny_config, monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    method_name = "standard" if key == "loss" else "anp_vs"
+    cfg = tiny_config(method__name=method_name, train__epochs=2, data__train_limit=16, train__batch_size=8)
+    run = Path(cfg.out)
+    real_build = anpvs.train.build_method
+    saved: list[bytes] = []
+    real_save = anpvs.train.atomic_save
+
+    def save_and_remember(obj, path):
+        real_save(obj, path)
+        saved.append(Path(path).read_bytes())
+
+    def nan_in_epoch_2(cfg, n_train):
+        method = real_build(cfg, n_train)
+        real_loss, calls = method.loss, []
+
+        def loss(model, x, y):
+            out = real_loss(model, x, y)
+            calls.append(1)
+            if len(calls) > 2:  # 16 images / batch 8: epoch 2 starts at call 3
+                out[key] = out[key] * float("nan")
+            return out
+
+        method.loss = loss
+        return method
+
+    monkeypatch.setattr(anpvs.train, "build_method", nan_in_epoch_2)
+    monkeypatch.setattr(anpvs.train, "atomic_save", save_and_remember)
+    with pytest.raises(TrainingError, match=f"{key} became nan") as info:
+        fit(cfg, progress=False)
+    assert str(run) in str(info.value)
+    assert len(saved) == 1
+    assert (run / "checkpoint.pt").read_bytes() == saved[0]
+    assert read_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+    assert [r["epoch"] for r in _log(run)] == [1]
