@@ -109,7 +109,8 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: train and evaluate Standard, AT and ANP-VS on the "
                                     "bundled real MNIST digits (offline, minutes on a CPU)")
     p.add_argument("--out", default="runs/demo", help="folder for the runs and the table")
-    p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every epoch budget (e.g. 0.2 for a smoke run)")
+    p.add_argument("--epochs-scale", type=float, default=1.0,
+                   help="multiply every epoch budget (e.g. 0.2 for a smoke run)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
 

@@ -112,7 +112,10 @@ class PGD:
             grad = torch.zeros_like(x)
             for _ in range(self.eot):
                 loss = loss_fn(model(x_adv), y, logits_clean).sum()
-                grad += torch.autograd.grad(loss, x_adv)[0]
+                if loss.requires_grad:  # a model whose output ignores its input yields no gradient
+                    g = torch.autograd.grad(loss, x_adv, allow_unused=True)[0]
+                    if g is not None:
+                        grad += g
             x_adv = ball.project(ball.step(x_adv.detach(), grad, self.step_size))
         return x_adv.detach()
 
