@@ -288,3 +288,29 @@ def test_pretrained_at_fit_with_other_class_count(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="shape"):
         fit(_tiny_cfg(tmp_path / "off", "pretrained_at", **overrides, **{"method.reinit_head": False}),
             progress=False)
+
+
+def test_admm_resume_matches_uninterrupted_run(tmp_path, monkeypatch) -> None:
+    from anpvs.methods.admm import ADMM
+
+    overrides = {"method.admm_fraction": 0.67, "data.train_limit": 64}  # epochs: ADMM, ADMM + prune, retrain
+    full = fit(_tiny_cfg(tmp_path / "full", "admm", **overrides), progress=False)
+    original = ADMM.on_epoch_end
+
+    def interrupted(self, model, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt  # before the checkpoint of epoch 2: the run restarts from epoch 1's
+        original(self, model, epoch)
+
+    cfg = _tiny_cfg(tmp_path / "cut", "admm", **overrides)
+    monkeypatch.setattr(ADMM, "on_epoch_end", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, progress=False)
+    monkeypatch.setattr(ADMM, "on_epoch_end", original)
+    resumed = fit(cfg, resume=True, progress=False)
+    a, ca = load_model(full["checkpoint"])
+    b, cb = load_model(resumed["checkpoint"])
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[k], v, rtol=0, atol=0)
+    for k, v in ca["method_state"]["masks"].items():
+        assert torch.equal(cb["method_state"]["masks"][k], v)

@@ -325,3 +325,37 @@ def test_diverging_loss_stops_training_and_keeps_the_last_checkpoint(
     assert (run / "checkpoint.pt").read_bytes() == saved[0]
     assert read_checkpoint(run / "checkpoint.pt")["epoch"] == 1
     assert [r["epoch"] for r in _log(run)] == [1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Layer collapse guard
+# --------------------------------------------------------------------------------------------------
+
+
+def test_collapsed_layer_stops_training_and_keeps_the_last_good_checkpoint(
+        tiny_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny_config(method__name="anp_vs", train__epochs=3, data__train_limit=16, train__batch_size=8,
+                      method__beta=4.0)
+    run = Path(cfg.out)
+    real_build = anpvs.train.build_method
+
+    def closes_mask2_in_epoch_2(cfg, n_train):
+        method = real_build(cfg, n_train)
+
+        def on_epoch_end(model, epoch):
+            if epoch == 1:  # as if beta*KL/N had pushed every conv2 channel below the threshold
+                with torch.no_grad():
+                    model.mask2.a_uc.fill_(-10.0)
+
+        method.on_epoch_end = on_epoch_end
+        return method
+
+    monkeypatch.setattr(anpvs.train, "build_method", closes_mask2_in_epoch_2)
+    with pytest.raises(TrainingError) as info:
+        fit(cfg, progress=False)
+    message = str(info.value)
+    assert "'mask2'" in message and "0 active units" in message and "method.beta=4.0" in message
+    assert "\n" not in message
+    ckpt = read_checkpoint(run / "checkpoint.pt")
+    assert ckpt["epoch"] == 1
+    assert ckpt["state_dict"]["mask2.a_uc"].min() > -10.0  # the collapsed state was not saved

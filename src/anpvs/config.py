@@ -77,7 +77,7 @@ class MethodConfig:
     admm_sparsity: float = 0.8  # ADMM: fraction of conv/linear weights pruned (paper: 0.8 MNIST, 0.75 CIFAR)
     admm_structure: str = "layer"  # ADMM projection: layer (top-k per layer) | global | filter (conv filters)
     admm_rho: float = 1e-3  # ADMM penalty rho of rho/2 ||W - Z + U||^2 (official: 1e-3)
-    admm_update_every: int = 1  # ADMM: epochs between Z/U updates (official: 20 of ~100; scale for short runs)
+    admm_update_every: int = 1  # ADMM: epochs between Z/U updates (official CIFAR: 20 of 200; scale for short runs)
     admm_fraction: float = 0.5  # ADMM: fraction of train.epochs in the ADMM phase; the rest is masked retraining
 
 

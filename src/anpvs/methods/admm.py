@@ -11,12 +11,12 @@ non-zero weights. ADMM splits ``W = Z`` (Z in the sparse set) and alternates:
 
 Then hard pruning (``W <- Proj(W)``, keep-masks fixed) and masked adversarial retraining.
 
-Official recipe (``yeshaokai/Robustness-Aware-Pruning-ADMM``): three stages run separately:
-adversarial pre-training, ADMM (rho = 1e-3, Z/U updated every ``admm_epoch`` epochs: 20 in the
-paper's CIFAR setting, 4 in the shipped MNIST config, which also multiplies rho by 1.3 at every update),
-then hard prune + masked retraining; PGD with eps 8/255, step 2/255, 10 steps on CIFAR (eps 0.3,
-40 steps of 0.01 on MNIST); per-layer prune ratios from a YAML file, sparsity types ``irregular``
-(per-layer magnitude), ``filter``, ``column``; SGD in the ADMM stage, Adam or SGD otherwise.
+Official recipe (``yeshaokai/Robustness-Aware-Pruning-ADMM``, example configs): three stages run
+separately: adversarial pre-training, ADMM (rho = 1e-3, multiplied by 1.3 at every Z/U update;
+CIFAR: 200 epochs of SGD 0.01 with Z/U updated every 20; MNIST: 40 epochs with updates every 4),
+then hard prune + masked retraining (200 / 40 epochs); PGD with eps 8/255, step 2/255, 10 steps on
+CIFAR (eps 0.3, 40 steps of 0.01 on MNIST); per-layer prune ratios from a YAML file, sparsity types
+``irregular`` (per-layer magnitude), ``filter``, ``column``, ``bn_filter``.
 
 Here (LeNet5-Caffe / VGG-16, SPEC A item 9):
 
@@ -27,8 +27,8 @@ Here (LeNet5-Caffe / VGG-16, SPEC A item 9):
   the paper's), PGD from the dataset preset (``attack.*``), and one optimizer / LR schedule for the
   whole run (the project's Adam + staircase by default) instead of per-stage schedules;
 * Z/U are updated every ``method.admm_update_every`` epochs (default 1, scaled for short runs), with
-  a constant ``method.admm_rho`` (1e-3), and Z is initialised as ``Proj(W)`` with U = 0, as the
-  official code does;
+  a constant ``method.admm_rho`` (1e-3; no 1.3x growth per update), and Z is initialised as
+  ``Proj(W)`` with U = 0, as the official code does;
 * pruned: the ``weight`` of every conv and linear layer, *including the last layer*; biases and BN
   are not. ``method.admm_sparsity`` (0.8 MNIST, 0.75 CIFAR: the table's numbers, taken as weight
   sparsity over all conv/linear weights) is applied per layer (``admm_structure=layer``: exactly

@@ -28,9 +28,10 @@ chosen by the ``init`` checkpoint:
 On MNIST note that PGD-10 with the preset's step 0.01 cannot travel across the eps = 0.3 ball;
 the official step is 2.5 eps / steps (``--set attack.step_size=0.075``).
 
->>> # (a) Fashion-MNIST AT pre-training, then MNIST fine-tuning  # doctest: +SKIP
->>> # anpvs train --dataset fashion_mnist --data-dir /usr/share/datasets/fashion-mnist --method at --out runs/fm_at
->>> # anpvs train --dataset mnist --method pretrained_at --init runs/fm_at/checkpoint.pt --out runs/pre_at
+Example, adaptation (a) on MNIST::
+
+    anpvs train --dataset fashion_mnist --data-dir /usr/share/datasets/fashion-mnist --method at --out runs/fm_at
+    anpvs train --dataset mnist --method pretrained_at --init runs/fm_at/checkpoint.pt --out runs/pre_at
 """
 
 from __future__ import annotations
