@@ -23,7 +23,8 @@ def main() -> None:
         label, _, run = spec.partition("=")
         m = json.loads((Path(run) / "eval.json").read_text())["metrics"]
         rows.append((label, m))
-    print("| Setting | Clean (%) | PGD-40 (%) | Vulnerability | Unit sparsity (%) | FLOPs (x) | Memory (%) | Active units |")
+    print("| Setting | Clean (%) | PGD-40 (%) | Vulnerability | Unit sparsity (%) | FLOPs (x) | Memory (%) "
+          "| Active units |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for label, m in rows:
         print(f"| {label} | {m['clean_acc']:.1f} | {m['pgd_acc']:.1f} | {m['pgd_vulnerability']:.3f} | "
@@ -34,7 +35,8 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, name in ((axes[0], "unit_sparsity", "unit sparsity (%)"), (axes[1], "flops_speedup", "FLOPs speed-up (x)")):
+    panels = ((axes[0], "unit_sparsity", "unit sparsity (%)"), (axes[1], "flops_speedup", "FLOPs speed-up (x)"))
+    for ax, key, name in panels:
         for label, m in rows:
             ax.scatter(m["pgd_acc"], m[key], s=40)
             ax.annotate(label, (m["pgd_acc"], m[key]), textcoords="offset points", xytext=(4, 4), fontsize=8)
