@@ -20,7 +20,7 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     for spec in args.runs:
-        label, _, run = spec.partition("=")
+        label, _, run = spec.rpartition("=")
         m = json.loads((Path(run) / "eval.json").read_text())["metrics"]
         rows.append((label, m))
     print("| Setting | Clean (%) | PGD-40 (%) | Vulnerability | Unit sparsity (%) | FLOPs (x) | Memory (%) "

@@ -59,7 +59,9 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
             source_ctx = eval_mode(source)
             source_ctx.__enter__()
         try:
-            for i in tqdm(range(0, len(images), batch_size), desc="evaluate", leave=False, disable=not progress):
+            batches = range(0, len(images), batch_size)
+            # disable=None: tqdm hides the bar when stderr is not a terminal (CI logs stay readable)
+            for i in tqdm(batches, desc="evaluate", leave=False, disable=None if progress else True):
                 x = images[i:i + batch_size].to(device)
                 x = x.float().div(255) if x.dtype == torch.uint8 else x
                 y = labels[i:i + batch_size].to(device)

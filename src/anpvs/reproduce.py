@@ -412,7 +412,7 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str = "cpu", o
     records: dict[str, dict[str, Any]] = {}
     by_name = {j.name: j for j in jobs}
     source = by_name["source"]
-    bar = tqdm(total=len(jobs), desc="reproduce", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(jobs), desc="reproduce", disable=None if progress else True, dynamic_ncols=True)
     for i, job in enumerate(jobs, 1):
         bar.set_postfix_str(job.name)
         prefix = f"[{i}/{len(jobs)}] {job.name}"

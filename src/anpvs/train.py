@@ -225,7 +225,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
         sums: dict[str, float] = {}
         n_seen = 0
         bar = tqdm(loader, desc=f"{cfg.method.name} epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                   disable=not progress, dynamic_ncols=True)
+                   disable=None if progress else True, dynamic_ncols=True)
         for x, y in bar:
             out = method.loss(model, x, y)
             loss = out["loss"]
