@@ -196,4 +196,4 @@ def run_demo(out: str | Path, *, epochs_scale: float = 1.0, device: str = "auto"
     return table + "\n" + note + f"\nwritten to {out / 'table.md'}"
 
 
-__all__ = ["evaluate_checkpoint", "format_eval", "run_demo", "torch"]
+__all__ = ["evaluate_checkpoint", "format_eval", "run_demo"]

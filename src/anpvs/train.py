@@ -185,6 +185,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
     model.to(device)
 
     masks, decay, no_decay = split_parameters(model)
+    weights = decay + no_decay
     opt_w = make_optimizer(cfg, [{"params": decay, "weight_decay": cfg.train.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], cfg.train.lr)
     optimizers = {"weights": opt_w}
@@ -238,7 +239,6 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
             if masks and "mask_loss" in out:
                 # Two losses, two parameter groups (SPEC A item 7): the masks see only mask_loss.
                 out["mask_loss"].backward(inputs=masks, retain_graph=True)
-                weights = decay + no_decay
                 loss.backward(inputs=weights)
             else:
                 loss.backward()
