@@ -7,6 +7,7 @@ the vulnerability is averaged over the whole test set, overall and per layer.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 from collections.abc import Mapping
@@ -54,31 +55,27 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
     kinds = [(name, atk, False) for name, atk in attacks.items()]
     if source is not None:
         kinds += [(f"bb_{name}", atk, True) for name, atk in attacks.items()]
-    with eval_mode(model):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(eval_mode(model))
         if source is not None:
-            source_ctx = eval_mode(source)
-            source_ctx.__enter__()
-        try:
-            batches = range(0, len(images), batch_size)
-            # disable=None: tqdm hides the bar when stderr is not a terminal (CI logs stay readable)
-            for i in tqdm(batches, desc="evaluate", leave=False, disable=None if progress else True):
-                x = images[i:i + batch_size].to(device)
-                x = x.float().div(255) if x.dtype == torch.uint8 else x
-                y = labels[i:i + batch_size].to(device)
+            stack.enter_context(eval_mode(source))
+        batches = range(0, len(images), batch_size)
+        # disable=None: tqdm hides the bar when stderr is not a terminal (CI logs stay readable)
+        for i in tqdm(batches, desc="evaluate", leave=False, disable=None if progress else True):
+            x = images[i:i + batch_size].to(device)
+            x = x.float().div(255) if x.dtype == torch.uint8 else x
+            y = labels[i:i + batch_size].to(device)
+            with torch.no_grad():
+                logits, latents = _forward(model, x, ensemble)
+            correct["clean"] += (logits.argmax(1) == y).sum().item()
+            for key, atk, transfer in kinds:
+                x_adv = atk(source if transfer else model, x, y)
                 with torch.no_grad():
-                    logits, latents = _forward(model, x, ensemble)
-                correct["clean"] += (logits.argmax(1) == y).sum().item()
-                for key, atk, transfer in kinds:
-                    x_adv = atk(source if transfer else model, x, y)
-                    with torch.no_grad():
-                        logits_adv, latents_adv = _forward(model, x_adv, ensemble)
-                        _, per_layer = vulnerability(latents, latents_adv, reduction=vulnerability_reduction)
-                    correct[key] = correct.get(key, 0) + (logits_adv.argmax(1) == y).sum().item()
-                    vsum[key] = vsum.get(key, 0) + torch.stack(per_layer) * len(y)
-                n += len(y)
-        finally:
-            if source is not None:
-                source_ctx.__exit__(None, None, None)
+                    logits_adv, latents_adv = _forward(model, x_adv, ensemble)
+                    _, per_layer = vulnerability(latents, latents_adv, reduction=vulnerability_reduction)
+                correct[key] = correct.get(key, 0) + (logits_adv.argmax(1) == y).sum().item()
+                vsum[key] = vsum.get(key, 0) + torch.stack(per_layer) * len(y)
+            n += len(y)
     out: dict[str, Any] = {"n": n, "clean_acc": round(100.0 * correct["clean"] / n, 2)}
     for key, _, _ in kinds:
         per_layer = (vsum[key] / n).tolist()
