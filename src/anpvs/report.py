@@ -20,26 +20,11 @@ COLUMNS: list[tuple[str, str, int]] = [
 ]
 
 
-def _fmt(values: Sequence[float], digits: int) -> str:
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return "-"
-    mean = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return f"{mean:.{digits}f}"
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
 def markdown_table(rows: dict[str, list[dict[str, Any]]], columns: list[tuple[str, str, int]] = COLUMNS) -> str:
-    """``rows`` maps a row label to the metric dicts of its seeds; cells show mean (± sample std over seeds)."""
-    header = "| Model | " + " | ".join(h for h, _, _ in columns) + " |"
-    sep = "|---|" + "---:|" * len(columns)
-    lines = [header, sep]
-    for label, seeds in rows.items():
-        cells = [_fmt([m.get(key) for m in seeds], digits) for _, key, digits in columns]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """``rows`` maps a row label to the metric dicts of its seeds; cells show mean (± sample std over seeds).
+
+    The plain form (no caption, no paper rows) of :func:`markdown_from_data`."""
+    return markdown_from_data(table_data(rows, columns=columns)).rstrip("\n")
 
 
 # --------------------------------------------------------------------------------------------------------
