@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import Config
-from ..pruning import named_masks
+from ..nn.beta_bernoulli import bbd_layers, total_kl
 from .adversarial import Adversarial
 from .base import register_method
 
@@ -26,10 +26,10 @@ def scaled_kl(model: nn.Module, cfg: Config) -> Tensor:
 
     A scale above 1 on a layer prunes it harder; the CPU protocol uses it to weigh conv channels,
     which carry most of the FLOPs, against the cheap dense units (README, "CPU protocol")."""
-    masks = [m for _, m in named_masks(model)]
     scale = cfg.method.kl_layer_scale
     if not scale:
-        return torch.stack([m.kl() for m in masks]).sum()
+        return total_kl(model)
+    masks = bbd_layers(model)
     if len(scale) != len(masks):
         raise ValueError(f"method.kl_layer_scale has {len(scale)} entries but the model has {len(masks)} masks")
     return torch.stack([s * m.kl() for s, m in zip(scale, masks, strict=True)]).sum()
