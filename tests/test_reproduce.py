@@ -260,3 +260,63 @@ def test_figure_functions_write_png(tmp_path: Path) -> None:
     path = fg.plot_active_units(logs, tmp_path / "u.png")  # the other drawings run in the reproduce test
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert fg.plot_active_units({"AT": logs["AT"]}, tmp_path / "none.png") is None
+
+
+# --------------------------------------------------------------------------------------------------------
+# anpvs audit
+
+
+def test_audit_of_a_tiny_reproduction(tmp_path: Path, capsys) -> None:
+    from anpvs.audit import audit
+    from anpvs.cli import main
+
+    protocol = tmp_path / "tiny.yaml"
+    protocol.write_text(TINY)
+    out = tmp_path / "r"
+    with pytest.raises(SystemExit) as exc:  # not a reproduction (yet)
+        main(["audit", str(out), "--no-autoattack"])
+    assert exc.value.code == 1
+    assert "not a reproduction folder (no reproduce.json); run anpvs reproduce" in capsys.readouterr().err
+    rp.reproduce(protocol=protocol, seeds=1, out=out, device="cpu", figures=False, progress=False)
+
+    summary = audit(out, test_limit=32, autoattack=False, device="cpu", progress=False)
+    assert [m["run"] for m in summary["models"]] == ["source", "standard/seed0", "at/seed0"]
+    for m in summary["models"]:
+        assert m["sweep_eps"] == 1.0 and m["sweep_ok"] == (m["sweep_acc"] <= 5.0)  # 1-epoch models may be flat
+        assert m["deterministic"] and m["aa"] is None
+    table = json.loads((out / "runs/at/seed0/eval_bb.json").read_text())["metrics"]
+    at = summary["models"][2]
+    assert (at["pgd"], at["black_box"]) == (table["pgd_acc"], table["bb_pgd_acc"])
+    assert at["bb_ge_wb"] == (table["bb_pgd_acc"] >= table["pgd_acc"])
+    assert summary["models"][0]["black_box"] is None and summary["models"][0]["bb_ge_wb"] is None
+    md = (out / "audit.md").read_text()
+    assert md.count("\n| ") == 4 and "| at/seed0 |" in md  # header + 3 models
+
+    # a second audit reuses the records; a black-box accuracy below the white-box one fails it
+    check = out / "runs/standard/seed0/check.json"
+    mtime = check.stat().st_mtime_ns
+    rec = json.loads((out / "runs/standard/seed0/eval_bb.json").read_text())
+    rec["metrics"]["bb_pgd_acc"] = rec["metrics"]["pgd_acc"] - 1.0
+    (out / "runs/standard/seed0/eval_bb.json").write_text(json.dumps(rec))
+    assert main(["audit", str(out), "--test-limit", "32", "--no-autoattack", "--strict", "--device", "cpu",
+                 "--quiet"]) == 1
+    assert check.stat().st_mtime_ns == mtime
+    printed = capsys.readouterr().out
+    assert "standard/seed0: black-box accuracy below white-box" in printed.split("**Failed:**")[1]
+
+    # a different --test-limit redoes the sweep
+    audit(out, test_limit=16, autoattack=False, device="cpu", progress=False)
+    assert json.loads(check.read_text())["metrics"]["n"] == 16
+
+
+def test_audit_runs_autoattack_beside_pgd(tmp_path: Path) -> None:
+    pytest.importorskip("pyautoattack")
+    from anpvs.audit import audit
+
+    protocol = tmp_path / "tiny.yaml"
+    protocol.write_text(TINY.replace("  at: {label: AT, overrides: {train.epochs: 2}}\n", ""))
+    rp.reproduce(protocol=protocol, seeds=1, out=tmp_path, device="cpu", figures=False, progress=False)
+    summary = audit(tmp_path, test_limit=16, device="cpu", progress=False, seeds=[0])
+    for m in summary["models"]:
+        assert m["aa_n"] == 16 and m["aa"] <= m["aa_pgd"] and m["aa_ok"]
+        assert (tmp_path / m["dir"] / "eval_autoattack.json").is_file()

@@ -1,4 +1,4 @@
-"""Command line: ``anpvs train | eval | check | demo | reproduce | figures`` (``anpvs --help``).
+"""Command line: ``anpvs train | eval | check | demo | reproduce | figures | audit`` (``anpvs --help``).
 
 Invalid input ends with a one-line ``anpvs: error: ...`` message and a non-zero exit status.
 """
@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -140,6 +141,20 @@ def _add_figures_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
 
 
+def _add_audit_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="trust checks of every model of an anpvs reproduce folder: black-box >= "
+                                     "white-box, eps sweep to ~0%%, AutoAttack <= PGD-40 (resumable)")
+    p.add_argument("dir", help="the --out folder of anpvs reproduce")
+    p.add_argument("--test-limit", type=int, default=1000, help="test images of the eps sweep (default: 1000)")
+    p.add_argument("--aa-limit", type=int, help="test images of AutoAttack and its PGD-40 (default: --test-limit)")
+    p.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",") if s.strip()], metavar="S1,S2,...",
+                   help="only the runs of these seeds (default: all; the source is always audited)")
+    p.add_argument("--no-autoattack", action="store_true", help="skip AutoAttack (needs anpvs[eval])")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when a check fails")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anpvs", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"anpvs {__version__}")
@@ -151,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_parser(sub)
     _add_reproduce_parser(sub)
     _add_figures_parser(sub)
+    _add_audit_parser(sub)
     return parser
 
 
@@ -242,8 +258,21 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit
+    from .checks import AnpvsEvaluationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AnpvsEvaluationWarning)  # audit.md lists them
+        summary = audit(args.dir, test_limit=args.test_limit, aa_limit=args.aa_limit, seeds=args.seeds,
+                        autoattack=not args.no_autoattack, device=args.device, progress=not args.quiet)
+    print((Path(summary["out"]) / "audit.md").read_text(), end="")
+    return 1 if args.strict and not summary["passed"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .attacks import OptionalDependencyError
+    from .audit import AuditError
     from .checkpoint import CheckpointError
     from .data import DataNotFoundError
     from .figures import FiguresUnavailable
@@ -254,12 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     commands = {"train": cmd_train, "eval": cmd_eval, "check": cmd_check, "demo": cmd_demo,
-                "reproduce": cmd_reproduce, "figures": cmd_figures}
+                "reproduce": cmd_reproduce, "figures": cmd_figures, "audit": cmd_audit}
     try:
         return commands[args.command](args)
     except ConfigError as e:
         parser.exit(2, f"anpvs: error: {e}\n")
-    except (CheckpointError, DataNotFoundError, TrainingError, OptionalDependencyError, FiguresUnavailable) as e:
+    except (CheckpointError, DataNotFoundError, TrainingError, OptionalDependencyError, FiguresUnavailable,
+            AuditError) as e:
         parser.exit(1, f"anpvs: error: {e}\n")
     except KeyError as e:  # unknown registry names
         parser.exit(2, f"anpvs: error: {e.args[0] if e.args else e}\n")
