@@ -320,3 +320,16 @@ def test_audit_runs_autoattack_beside_pgd(tmp_path: Path) -> None:
     for m in summary["models"]:
         assert m["aa_n"] == 16 and m["aa"] <= m["aa_pgd"] and m["aa_ok"]
         assert (tmp_path / m["dir"] / "eval_autoattack.json").is_file()
+
+
+def test_training_panels_keep_trades_kl_out_of_the_mask_kl_panel() -> None:
+    from anpvs.figures import training_panels
+
+    logs = {"ANP-VS": [{"epoch": 1, "loss": 2.0, "adv_acc": 10.0, "kl": 9000.0, "active_units": {"mask1": 19}}],
+            "TRADES": [{"epoch": 1, "loss": 2.0, "adv_acc": 12.0, "kl": 0.03}],
+            "Standard": [{"epoch": 1, "loss": 1.0}], "empty": []}
+    panels = {title: labels for title, _, labels in training_panels(logs)}
+    assert panels == {"training loss": ["ANP-VS", "TRADES", "Standard"],
+                      "training adversarial accuracy (%)": ["ANP-VS", "TRADES", "Standard"],
+                      "KL (masks)": ["ANP-VS"]}
+    assert "KL (masks)" not in {t for t, _, _ in training_panels({"TRADES": logs["TRADES"]})}

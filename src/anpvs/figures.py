@@ -258,27 +258,36 @@ def _scalar(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def training_panels(logs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[str], list[str]]]:
+    """The panels of :func:`plot_training_curves`: ``(title, log keys, run labels)`` for each metric that at
+    least one log has. The masks' KL panel holds the runs with masks only (TRADES logs its own KL term
+    under the same key)."""
+    labels = [lab for lab, rows in logs.items() if rows]
+    keys = {k for lab in labels for r in logs[lab] for k in r}
+    masked = [lab for lab in labels if any(isinstance(r.get("active_units"), dict) for r in logs[lab])]
+    val_keys = sorted(k for k in keys if k.startswith("val_"))
+    panels = [("training loss", ["loss"], labels), ("training accuracy (%)", ["acc"], labels),
+              ("training adversarial accuracy (%)", ["adv_acc"], labels),
+              ("validation accuracy (%)", val_keys, labels), ("KL (masks)", ["kl"], masked)]
+    return [(t, ks, labs) for t, ks, labs in panels if labs and any(k in keys for k in ks)]
+
+
 def plot_training_curves(logs: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
     """Loss, training accuracy, adversarial accuracy, validation accuracy and KL per epoch (panels present
-    in at least one log), one line per run."""
+    in at least one log, see :func:`training_panels`), one line per run."""
     from matplotlib.ticker import MaxNLocator
 
     labels = [lab for lab, rows in logs.items() if rows]
     if not labels:
         raise FiguresUnavailable("no training logs to plot")
-    keys = {k for rows in logs.values() for r in rows for k in r}
-    val_keys = sorted(k for k in keys if k.startswith("val_"))
-    panels: list[tuple[str, list[str]]] = [(t, ks) for t, ks in (
-        ("training loss", ["loss"]), ("training accuracy (%)", ["acc"]),
-        ("training adversarial accuracy (%)", ["adv_acc"]), ("validation accuracy (%)", val_keys),
-        ("KL (masks)", ["kl"])) if any(k in keys for k in ks)]
+    panels = training_panels(logs)
     cols = min(3, len(panels))
     fig = _figure(figsize=(4.2 * cols, 3.2 * math.ceil(len(panels) / cols)))
     axes = np.atleast_1d(fig.subplots(math.ceil(len(panels) / cols), cols, squeeze=False)).flatten()
     colors = _colors(labels)
     styles = ["-", "--", ":", "-."]
-    for ax, (title, ks) in zip(axes, panels, strict=False):
-        for lab in labels:
+    for ax, (title, ks, labs) in zip(axes, panels, strict=False):
+        for lab in labs:
             for j, k in enumerate(ks):
                 pts = [(r["epoch"], _scalar(r.get(k))) for r in logs[lab]]
                 pts = [(e, v) for e, v in pts if v is not None]
@@ -490,4 +499,5 @@ def draw_figures(out: str | Path, *, device: str = "auto", n_images: int | None 
 
 __all__ = ["FiguresUnavailable", "accuracy_vs_eps", "draw_figures", "feature_vulnerability", "input_distortion",
            "loss_surface", "plot_accuracy_vs_eps", "plot_active_units", "plot_distortion_heatmaps",
-           "plot_loss_surfaces", "plot_training_curves", "plot_vulnerability_histograms", "require_matplotlib"]
+           "plot_loss_surfaces", "plot_training_curves", "plot_vulnerability_histograms", "require_matplotlib",
+           "training_panels"]
