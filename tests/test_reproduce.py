@@ -279,7 +279,26 @@ def test_audit_of_a_tiny_reproduction(tmp_path: Path, capsys) -> None:
     assert "not a reproduction folder (no reproduce.json); run anpvs reproduce" in capsys.readouterr().err
     rp.reproduce(protocol=protocol, seeds=1, out=out, device="cpu", figures=False, progress=False)
 
+    # interrupted in the second model: the report holds the first one
+    import anpvs.checks
+
+    real_check, calls = anpvs.checks.check_checkpoint, []
+
+    def interrupted(ckpt, **kw):
+        calls.append(ckpt)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_check(ckpt, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(anpvs.checks, "check_checkpoint", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            audit(out, test_limit=32, autoattack=False, device="cpu", progress=False)
+    assert "(partial audit: 1 of 3 models so far)" in (out / "audit.md").read_text()
+    assert not json.loads((out / "audit.json").read_text())["complete"]
+
     summary = audit(out, test_limit=32, autoattack=False, device="cpu", progress=False)
+    assert summary["complete"] and json.loads((out / "audit.json").read_text())["complete"]
     assert [m["run"] for m in summary["models"]] == ["source", "standard/seed0", "at/seed0"]
     for m in summary["models"]:
         assert m["sweep_eps"] == 1.0 and m["sweep_ok"] == (m["sweep_acc"] <= 5.0)  # 1-epoch models may be flat

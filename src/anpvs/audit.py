@@ -131,15 +131,27 @@ def audit(out: str | Path, *, test_limit: int | None = 1000, autoattack: bool = 
         rows.append(row)
         log.info("%s: clean %.1f, PGD %.1f, bb %s, eps %g -> %.1f%%, AutoAttack %s", name, row["clean"], row["pgd"],
                  row["black_box"], row["sweep_eps"], row["sweep_acc"], row["aa"])
+        # rewritten after every model: an interrupted audit leaves a report of the models done so far
+        summary = _summary(out, rows, len(models), test_limit=test_limit, aa_limit=aa_limit if autoattack else None,
+                           elapsed=time.time() - t0)
+    return summary
 
+
+def _summary(out: Path, rows: list[dict[str, Any]], n_models: int, *, test_limit: int | None,
+             aa_limit: int | None, elapsed: float) -> dict[str, Any]:
     failed = [f"{r['run']}: {what}" for r in rows for what, ok in
               (("black-box accuracy below white-box", r["bb_ge_wb"]),
                (f"{r['sweep_acc']:.1f}% accuracy at eps {r['sweep_eps']:g}", r["sweep_ok"]),
                ("AutoAttack accuracy above PGD-40", r["aa_ok"])) if ok is False]
-    summary = {"out": str(out), "test_limit": test_limit, "aa_limit": aa_limit if autoattack else None,
-               "models": rows, "failed": failed, "passed": not failed, "elapsed_s": round(time.time() - t0, 1)}
-    (out / "audit.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "audit.md").write_text(markdown(summary))
+    summary = {"out": str(out), "test_limit": test_limit, "aa_limit": aa_limit, "models": rows,
+               "n_models": n_models, "complete": len(rows) == n_models, "failed": failed, "passed": not failed,
+               "elapsed_s": round(elapsed, 1)}
+    from .evaluate import write_record
+
+    write_record(summary, out / "audit.json")
+    tmp = out / "audit.md.tmp"
+    tmp.write_text(markdown(summary))
+    tmp.replace(out / "audit.md")
     return summary
 
 
@@ -169,8 +181,10 @@ def markdown(summary: dict[str, Any]) -> str:
                      f"{_mark(r['bb_ge_wb'])} | {r['sweep_acc']:.1f} (eps {r['sweep_eps']:g}) | "
                      f"{_mark(r['sweep_ok'])} | {fmt(r['aa_pgd'])} | {fmt(r['aa'])} | {_mark(r['aa_ok'])} | "
                      f"{len(r['warnings'])} |")
-    lines += ["", ("**All checks pass.**" if summary["passed"] else
-                   "**Failed:** " + "; ".join(summary["failed"]) + "."),
+    done = "" if summary.get("complete", True) else (
+        f" (partial audit: {len(summary['models'])} of {summary['n_models']} models so far)")
+    lines += ["", (f"**All checks pass{done}.**" if summary["passed"] else
+                   "**Failed:** " + "; ".join(summary["failed"]) + f".{done}"),
               f"({summary['elapsed_s']:.0f} s)", ""]
     warned = [(r["run"], w) for r in summary["models"] for w in r["warnings"]]
     if warned:
