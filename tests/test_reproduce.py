@@ -335,7 +335,10 @@ def test_audit_runs_autoattack_beside_pgd(tmp_path: Path) -> None:
     protocol = tmp_path / "tiny.yaml"
     protocol.write_text(TINY.replace("  at: {label: AT, overrides: {train.epochs: 2}}\n", ""))
     rp.reproduce(protocol=protocol, seeds=1, out=tmp_path, device="cpu", figures=False, progress=False)
+    tables = {p: p.read_bytes() for p in tmp_path.glob("runs/**/eval*.json")}
     summary = audit(tmp_path, test_limit=16, device="cpu", progress=False, seeds=[0])
+    assert {p: p.read_bytes() for p in tmp_path.glob("runs/**/eval*.json") if p.name != "eval_autoattack.json"} \
+        == tables  # the reproduction's own records are left alone
     for m in summary["models"]:
         assert m["aa_n"] == 16 and m["aa"] <= m["aa_pgd"] and m["aa_ok"]
         assert (tmp_path / m["dir"] / "eval_autoattack.json").is_file()

@@ -124,7 +124,8 @@ def audit(out: str | Path, *, test_limit: int | None = 1000, autoattack: bool = 
             rec = _fresh(path, ckpt, test_limit=aa_limit)
             if rec is None:
                 rec = _stamp(evaluate_checkpoint(ckpt, attacks=["pgd", "autoattack"], test_limit=aa_limit,
-                                                 device=device, progress=progress), path, test_limit=aa_limit)
+                                                 device=device, progress=progress, out=path), path,
+                             test_limit=aa_limit)
             am = rec["metrics"]
             row.update(aa=am["autoattack_acc"], aa_pgd=am["pgd_acc"], aa_n=am["n"],
                        aa_ok=am["autoattack_acc"] <= am["pgd_acc"])
