@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..nn.beta_bernoulli import BetaBernoulliDropout
+from ..nn.fast import FastConv2d, max_pool2d
 from . import register_model
 from .base import Classifier, glorot_init_
 
@@ -26,7 +27,7 @@ class LeNet5Caffe(Classifier):
                  mask_init: float = -1.0) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.conv1 = nn.Conv2d(in_channels, 20, 5)
+        self.conv1 = FastConv2d(in_channels, 20, 5)
         self.conv2 = nn.Conv2d(20, 50, 5)
         self.dense3 = nn.Linear(800, 500)
         self.dense4 = nn.Linear(500, num_classes)
@@ -42,8 +43,8 @@ class LeNet5Caffe(Classifier):
 
     def forward_intermediates(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         z1 = F.relu(self.mask1(self.conv1(x)))
-        z2 = F.relu(self.mask2(self.conv2(F.max_pool2d(z1, 2))))
-        h = self.mask3(F.max_pool2d(z2, 2).flatten(1))
+        z2 = F.relu(self.mask2(self.conv2(max_pool2d(z1, 2))))
+        h = self.mask3(max_pool2d(z2, 2).flatten(1))
         z3 = F.relu(self.dense3(h))
         logits = self.dense4(self.mask4(z3))
         return logits, [z1, z2, z3]

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fast import FastConv2d
+
 __all__ = ["BayesConv2d", "BayesLinear", "bayes_layers", "bayesianize_", "gaussian_kl", "set_sampling",
            "total_bayes_kl"]
 
@@ -167,7 +169,7 @@ def bayesianize_(model: nn.Module, *, sigma_prior: float, rho_init: float) -> nn
     for name, child in list(model.named_children()):
         if isinstance(child, (BayesConv2d, BayesLinear)):
             continue
-        if type(child) in (nn.Conv2d, nn.Linear):
+        if type(child) in (nn.Conv2d, FastConv2d, nn.Linear):
             setattr(model, name, _bayes_copy(child, sigma_prior, rho_init))
         else:
             bayesianize_(child, sigma_prior=sigma_prior, rho_init=rho_init)

@@ -1,0 +1,105 @@
+"""Faster CPU kernels for the two operations that dominate an attack step of the small networks.
+
+Measured on a 2-core x86 CPU with PyTorch 2.14 (``benchmarks/bench_engine.py``, docs/performance.md):
+
+* **The input gradient of a convolution with very few input channels** (LeNet's conv1, 1 channel;
+  VGG's conv1, 3 channels). oneDNN's backward-data kernel is slow for this shape: 4-10 ms for
+  LeNet conv1 at batch 64, for 37 MFLOP. ATen's native transposed convolution
+  (``slow_conv_transpose2d``, im2col + GEMM) computes the same sum in about 1 ms. Every PGD step
+  needs exactly this gradient, so it is the largest single cost of adversarial training.
+* **2x2 max-pooling of NCHW tensors** (1-2 ms for a 64x20x24x24 tensor); the same pooling on a
+  ``channels_last`` copy takes 0.2-0.3 ms including the copy.
+
+:func:`conv2d` and :func:`max_pool2d` are drop-in replacements for ``F.conv2d`` / ``F.max_pool2d``
+with the same values (the max is exact; the conv input gradient is the same sum in another order, so it
+agrees to float rounding, about 1e-7 relative). They fall back to the plain functions off the CPU,
+under autocast and for dtypes other than float32, so GPU and bf16 paths are untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = ["SMALL_CIN", "FastConv2d", "conv2d", "fast_kernels", "max_pool2d"]
+
+#: a conv whose input has at most this many channels gets the native input-gradient kernel
+SMALL_CIN = 3
+
+
+_enabled = True
+
+
+@contextlib.contextmanager
+def fast_kernels(enabled: bool) -> Iterator[None]:
+    """Switch the fast paths of this module on or off inside the block (tests and benchmarks compare both)."""
+    global _enabled
+    old, _enabled = _enabled, enabled
+    try:
+        yield
+    finally:
+        _enabled = old
+
+
+def _fast_path(x: Tensor) -> bool:
+    return _enabled and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+
+
+class _SmallCinConv2d(torch.autograd.Function):
+    """``F.conv2d`` (stride 1, no dilation, groups 1) whose input gradient uses the native transposed conv."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int]) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, padding=padding)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
+        grad_x = grad_w = grad_b = None
+        if need_x:
+            grad_x = torch.ops.aten.slow_conv_transpose2d(
+                grad.contiguous(), weight, tuple(weight.shape[-2:]), None, (1, 1), ctx.padding, (0, 0), (1, 1))
+        if need_w or need_b:
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, weight, [weight.shape[0]] if need_b else None, (1, 1), ctx.padding, (1, 1), False,
+                (0, 0), 1, (False, need_w, need_b))
+        return grad_x, grad_w if need_w else None, grad_b if need_b else None, None
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, padding: int = 0) -> Tensor:
+    """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1), faster to differentiate w.r.t. ``x`` on a CPU
+    when the input has at most :data:`SMALL_CIN` channels."""
+    if weight.shape[1] <= SMALL_CIN and _fast_path(x) and weight.dtype == torch.float32:
+        return _SmallCinConv2d.apply(x, weight, bias, (padding, padding))
+    return F.conv2d(x, weight, bias, padding=padding)
+
+
+def max_pool2d(x: Tensor, kernel_size: int = 2) -> Tensor:
+    """``F.max_pool2d(x, kernel_size)``, computed in ``channels_last`` layout on a CPU (same values)."""
+    if x.dim() == 4 and _fast_path(x):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return F.max_pool2d(x, kernel_size)
+
+
+class FastConv2d(nn.Conv2d):
+    """:class:`torch.nn.Conv2d` (same parameters and state dict) that uses :func:`conv2d` when it applies
+    (stride 1, no dilation, one group, numeric zero padding); otherwise exactly ``nn.Conv2d``.
+
+    LeNet5-Caffe uses it for conv1 (1 input channel). VGG-16 does not: on its 32x32 inputs the
+    oneDNN kernels were faster overall (measured 0.88x with these paths, docs/performance.md)."""
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        simple = (self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+                  and self.padding_mode == "zeros" and not isinstance(self.padding, str)
+                  and self.padding[0] == self.padding[1])
+        if simple:
+            return conv2d(input, weight, bias, padding=self.padding[0])
+        return super()._conv_forward(input, weight, bias)
