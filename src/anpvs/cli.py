@@ -81,6 +81,8 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
                         "attack with EOT")
     p.add_argument("--ensemble", type=int, help="with --sample-weights: average the softmax of K sampled forwards "
                                                 "(default: 10)")
+    p.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="compute the adversarial examples under bf16 autocast (default: eval.precision, fp32)")
     p.add_argument("--out", help="JSON record path (default: eval.json next to the checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -207,7 +209,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             steps=args.steps, restarts=args.restarts, norm=args.norm, source=args.attack_source,
             data_dir=args.data_dir, test_limit=args.test_limit, batch_size=args.batch_size, seed=args.seed,
             device=args.device, out=args.out, progress=not args.quiet, eot=args.eot,
-            sample_weights=args.sample_weights, ensemble=args.ensemble)
+            sample_weights=args.sample_weights, ensemble=args.ensemble, precision=args.precision)
     print(format_eval(record))
     return 0
 

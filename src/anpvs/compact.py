@@ -65,14 +65,17 @@ from .models.base import InputNormalize
 from .models.lenet5_caffe import LeNet5Caffe
 from .models.vgg16 import AFTER_BLOCK, VGG16
 from .nn.beta_bernoulli import BetaBernoulliDropout
+from .nn.fast import FastConv2d, max_pool2d
 
 __all__ = [
     "CompactLeNet5Caffe",
     "CompactVGG16",
     "ConstantInputConv2d",
+    "attack_network",
     "compact",
     "compact_from_state_dict",
     "compact_stats",
+    "has_masks",
 ]
 
 
@@ -140,15 +143,15 @@ class CompactLeNet5Caffe(nn.Module):
                  gather: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.conv1 = nn.Conv2d(in_channels, c1, 5)
+        self.conv1 = FastConv2d(in_channels, c1, 5)
         self.conv2 = nn.Conv2d(c1, c2, 5)
         self.register_buffer("dense3_index", torch.zeros(f3, dtype=torch.long) if gather else None)
         self.dense3 = nn.Linear(f3, h4)
         self.dense4 = nn.Linear(h4, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        h = F.max_pool2d(F.relu(self.conv2(h)), 2).flatten(1)
+        h = max_pool2d(F.relu(self.conv1(x)), 2)
+        h = max_pool2d(F.relu(self.conv2(h)), 2).flatten(1)
         if self.dense3_index is not None:
             h = h.index_select(1, self.dense3_index)
         return self.dense4(F.relu(self.dense3(h)))
@@ -412,3 +415,26 @@ def compact_stats(model: nn.Module, input_shape: Sequence[int] | None = None) ->
         "dense_flops": dense_flops,
         "measured_speedup": dense_flops / compact_flops if compact_flops else float("inf"),
     }
+
+
+def has_masks(model: nn.Module) -> bool:
+    """Whether ``model`` has Beta-Bernoulli masks (the ``_bbd`` variants)."""
+    return any(isinstance(m, BetaBernoulliDropout) for m in model.modules())
+
+
+def attack_network(model: nn.Module) -> nn.Module:
+    """The network an attack should differentiate: :func:`compact` ``(model)`` for a masked model, else ``model``.
+
+    A masked model's test-mode function is the compacted network's (same logits to float rounding), so
+    its input gradients, and the adversarial examples of any attack on it, are the same; the compacted
+    network costs what the surviving units cost (10.6x fewer FLOPs at the paper's MNIST widths) and has
+    no mask arithmetic. It is a snapshot: build it again after the masks change (it is cheap, see
+    docs/performance.md). Its parameters do not require gradients. Unmasked models (and BNNs, whose
+    eval forward may sample) are returned unchanged.
+    """
+    if not has_masks(model) or not isinstance(model, (LeNet5Caffe, VGG16)):
+        return model
+    net = compact(model)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net

@@ -59,6 +59,7 @@ class EvalConfig:
     restarts: int = 1
     norm: str = "linf"
     batch_size: int = 500
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the attacks and forwards; tables are always fp32)
 
 
 @dataclass
@@ -94,6 +95,8 @@ class TrainConfig:
     lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.7])  # staircase: fractions of all steps
     lr_gamma: float = 0.1  # staircase factor at each milestone
     val_every: int = 1  # epochs between test-mode validation passes (needs data.val_size > 0)
+    precision: str = "fp32"  # fp32 | bf16: attack and training forwards under bf16 autocast (masks, KL, optimizer fp32)
+    compile: bool = False  # torch.compile the model (does not pay on a small CPU: docs/performance.md)
 
 
 @dataclass
@@ -314,6 +317,8 @@ def validate(cfg: Config) -> None:
     need(t.schedule in ("staircase", "cosine", "constant"),
          f"train.schedule must be staircase, cosine or constant (got {t.schedule!r})")
     need(t.val_every >= 1, "train.val_every must be >= 1")
+    for key, value in (("train.precision", t.precision), ("eval.precision", cfg.eval.precision)):
+        need(value in ("fp32", "bf16"), f"{key} must be fp32 or bf16 (got {value!r})")
     m = cfg.method
     need(m.adv_loss in ("mixed", "madry"), f"method.adv_loss must be mixed or madry (got {m.adv_loss!r})")
     need(m.adv_weight >= 0 and m.beta >= 0 and m.vs_weight >= 0 and m.trades_beta >= 0,

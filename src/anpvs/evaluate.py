@@ -21,15 +21,17 @@ from tqdm.auto import tqdm
 from . import __version__
 from .attacks import eval_mode
 from .checkpoint import git_commit
-from .compact import compact_stats
+from .compact import attack_network, compact_stats
 from .metrics.efficiency import efficiency_report, weight_stats
 from .metrics.vulnerability import vulnerability
 from .pruning import active_units
+from .step import autocast
 
 
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[str, Any] | None = None, *,
              source: nn.Module | None = None, batch_size: int = 500, seed: int = 0,
-             vulnerability_reduction: str = "mean", progress: bool = False, ensemble: int = 1) -> dict[str, Any]:
+             vulnerability_reduction: str = "mean", progress: bool = False, ensemble: int = 1,
+             precision: str = "fp32") -> dict[str, Any]:
     """Accuracy (%) of ``model`` on clean images and under each attack, plus latent vulnerability.
 
     Args:
@@ -40,6 +42,12 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
         ensemble: predictions (clean and adversarial) average the softmax of this many forwards; for
             models that sample weights in eval mode (``anpvs.nn.bayes.set_sampling``). The vulnerability
             then compares the latents of one sampled forward of x and one of x'.
+        precision: ``"bf16"`` computes the adversarial examples under bf16 autocast (opt-in, faster on CPUs
+            with bf16 units); accuracies and vulnerabilities are always measured with float32 forwards.
+
+    Attacks on a masked model (and a masked source) run on its compacted network
+    (:func:`anpvs.compact.attack_network`), which computes the same test-mode function for the cost of
+    the surviving units; accuracy and latents are read from ``model`` itself.
 
     Returns ``{"n": N, "clean_acc": ..., "<name>_acc": ..., "<name>_vulnerability": ...,
     "<name>_vulnerability_per_layer": [...], "bb_<name>_acc": ..., ...}``.
@@ -59,6 +67,8 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
         stack.enter_context(eval_mode(model))
         if source is not None:
             stack.enter_context(eval_mode(source))
+        target_net = attack_network(model) if ensemble == 1 else model
+        source_net = attack_network(source) if source is not None else None
         batches = range(0, len(images), batch_size)
         # disable=None: tqdm hides the bar when stderr is not a terminal (CI logs stay readable)
         for i in tqdm(batches, desc="evaluate", leave=False, disable=None if progress else True):
@@ -69,7 +79,8 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
                 logits, latents = _forward(model, x, ensemble)
             correct["clean"] += (logits.argmax(1) == y).sum().item()
             for key, atk, transfer in kinds:
-                x_adv = atk(source if transfer else model, x, y)
+                with autocast(precision, x.device):
+                    x_adv = atk(source_net if transfer else target_net, x, y)
                 with torch.no_grad():
                     logits_adv, latents_adv = _forward(model, x_adv, ensemble)
                     _, per_layer = vulnerability(latents, latents_adv, reduction=vulnerability_reduction)

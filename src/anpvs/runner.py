@@ -72,7 +72,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
                         data_dir: str | None = None, test_limit: int | None = None, batch_size: int | None = None,
                         seed: int = 0, device: str = "auto", out: str | Path | None = None,
                         progress: bool = False, eot: int | None = None, sample_weights: bool = False,
-                        ensemble: int | None = None) -> dict[str, Any]:
+                        ensemble: int | None = None, precision: str | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on its dataset's test set and write one JSON record; returns the record.
 
     ``eot``: PGD/FGSM gradients averaged over this many forwards. ``sample_weights``: a Bayesian model samples
@@ -93,6 +93,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
     if eps < 0 or step_size <= 0 or steps < 1 or restarts < 1:
         raise ConfigError(f"invalid attack: eps={eps} must be >= 0, step_size={step_size} > 0, "
                           f"steps={steps} >= 1, restarts={restarts} >= 1")
+    if precision not in (None, "fp32", "bf16"):
+        raise ConfigError(f"--precision must be fp32 or bf16 (got {precision!r})")
     if test_limit is not None and test_limit < 1:
         raise ConfigError(f"--test-limit must be >= 1 (got {test_limit})")
     eot, ensemble = sampling_setup(model, sample_weights, eot, ensemble)
@@ -115,12 +117,14 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
         _check_source(src_model, src_ckpt, ckpt, data.test.images[:1].to(dev).float().div(255))
     t0 = time.time()
     metrics = evaluate(model, data.test.images, data.test.labels, built, source=src_model,
-                       batch_size=batch_size or e.batch_size, seed=seed, progress=progress, ensemble=ensemble)
+                       batch_size=batch_size or e.batch_size, seed=seed, progress=progress, ensemble=ensemble,
+                       precision=precision or e.precision)
     metrics.update(efficiency(model))
     metrics["eval_time_s"] = round(time.time() - t0, 1)
     attack_desc = {"name": "+".join(built), "norm": norm, "eps": eps, "eps_units": "pixel ([0,1] images)",
                    "step_size": step_size, "steps": steps, "restarts": restarts, "random_start": True,
-                   "attack_seed": seed, "eot": eot, "sampled_weights": sample_weights, "ensemble": ensemble}
+                   "attack_seed": seed, "eot": eot, "sampled_weights": sample_weights, "ensemble": ensemble,
+                   "precision": precision or e.precision}
     if "autoattack" in built:
         attack_desc["autoattack"] = built["autoattack"].describe()
     record = evaluation_record(

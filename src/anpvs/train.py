@@ -29,12 +29,13 @@ from .checkpoint import (
     make_checkpoint,
     read_checkpoint,
 )
+from .compact import attack_network
 from .config import Config, config_from_dict
 from .data import BatchLoader, load_dataset
 from .methods import Method, build_method
 from .models import create_model
-from .nn.beta_bernoulli import mask_parameters
 from .pruning import mask_summary, named_masks
+from .step import TrainStep, build_optimizers, lr_factor, make_optimizer, split_parameters
 
 log = logging.getLogger(__name__)
 
@@ -96,36 +97,13 @@ def build_model(cfg: Config, method: Method, input_shape: tuple[int, int, int], 
     return model
 
 
-def lr_factor(cfg: Config, total_steps: int):
-    """LR multiplier per optimizer step.
+def compile_model(model: nn.Module) -> None:
+    """``torch.compile`` the model's ``forward`` and ``forward_intermediates`` in place (``train.compile=true``).
 
-    ``staircase`` (reference): ``gamma ** (milestones passed)``, milestones as fractions of all steps;
-    ``cosine``: half a cosine from 1 to 0 over training; ``constant``: 1."""
-    t = cfg.train
-    if t.schedule == "cosine":
-        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
-    if t.schedule == "constant":
-        return lambda step: 1.0
-    bounds = sorted(max(1, int(round(m * total_steps))) for m in t.lr_milestones)
-    return lambda step: t.lr_gamma ** sum(step >= b for b in bounds)
-
-
-def make_optimizer(cfg: Config, groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
-    if cfg.train.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.train.momentum, nesterov=cfg.train.momentum > 0)
-    return torch.optim.Adam(groups, lr=lr)
-
-
-def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
-    """(mask parameters, decayed weights = conv/linear weight tensors, other weights = biases and BN)."""
-    masks = mask_parameters(model)
-    mask_ids = {id(p) for p in masks}
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if id(p) in mask_ids or not p.requires_grad:
-            continue
-        (decay if p.dim() > 1 else no_decay).append(p)
-    return masks, decay, no_decay
+    Off by default: on a 2-core CPU it costs ~25 s of compilation and made LeNet5-Caffe's attack step
+    slower, not faster (docs/performance.md). Compacted attack snapshots are not compiled."""
+    model.compile()
+    model.forward_intermediates = torch.compile(model.forward_intermediates)
 
 
 @torch.no_grad()
@@ -140,7 +118,8 @@ def validate(model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, attack:
     """Clean and PGD accuracy of the *test-mode* network on the validation split (the network users get)."""
     with eval_mode(model):
         clean = _accuracy(model, val_x, val_y)
-        adv = torch.cat([attack(model, val_x[i:i + 500], val_y[i:i + 500]) for i in range(0, len(val_x), 500)])
+        net = attack_network(model)
+        adv = torch.cat([attack(net, val_x[i:i + 500], val_y[i:i + 500]) for i in range(0, len(val_x), 500)])
         robust = _accuracy(model, adv, val_y)
     return {"val_clean_acc": round(clean, 2), f"val_pgd{attack.steps}_acc": round(robust, 2)}
 
@@ -184,17 +163,10 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
                     cfg.method.name)
     model.to(device)
 
-    masks, decay, no_decay = split_parameters(model)
-    weights = decay + no_decay
-    opt_w = make_optimizer(cfg, [{"params": decay, "weight_decay": cfg.train.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], cfg.train.lr)
-    optimizers = {"weights": opt_w}
-    if masks:
-        optimizers["masks"] = torch.optim.Adam(masks, lr=cfg.train.mask_lr)
     total_steps = cfg.train.epochs * len(loader)
-    factor = lr_factor(cfg, total_steps)
-    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimizers.items()}
-
+    opt = build_optimizers(cfg, model, total_steps)
+    masks, optimizers, schedulers = opt.masks, opt.optimizers, opt.schedulers
+    opt_w = optimizers["weights"]
     start_epoch = 0
     if state is not None:
         model.load_state_dict(state["state_dict"])
@@ -218,6 +190,15 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
         val_x, val_y = data.val.images.to(device).float().div_(255), data.val.labels.to(device)
     val_attack = PGD(eps=cfg.attack.eps, step_size=cfg.attack.step_size, steps=cfg.attack.steps,
                      norm=cfg.attack.norm)
+    def check_loss(out: dict[str, Any]) -> None:
+        bad = [k for k in ("loss", "mask_loss") if k in out and not torch.isfinite(out[k])]
+        if bad:  # name the loss that diverged (mask_loss can go while loss is still finite)
+            raise TrainingError(f"{bad[0]} became {out[bad[0]].item()} at epoch {epoch + 1}; the last good "
+                                f"checkpoint is kept in {str(run_dir)!r}; lower train.lr or check the data")
+
+    step = TrainStep(method, model, opt, precision=cfg.train.precision, check=check_loss)
+    if cfg.train.compile:
+        compile_model(model)
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.train.epochs):
         t0 = time.time()
@@ -228,25 +209,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
         bar = tqdm(loader, desc=f"{cfg.method.name} epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                    disable=None if progress else True, dynamic_ncols=True)
         for x, y in bar:
-            out = method.loss(model, x, y)
-            loss = out["loss"]
-            bad = [k for k in ("loss", "mask_loss") if k in out and not torch.isfinite(out[k])]
-            if bad:  # name the loss that diverged (mask_loss can go while loss is still finite)
-                raise TrainingError(f"{bad[0]} became {out[bad[0]].item()} at epoch {epoch + 1}; the last good "
-                                    f"checkpoint is kept in {str(run_dir)!r}; lower train.lr or check the data")
-            for o in optimizers.values():
-                o.zero_grad(set_to_none=True)
-            if masks and "mask_loss" in out:
-                # Two losses, two parameter groups (SPEC A item 7): the masks see only mask_loss.
-                out["mask_loss"].backward(inputs=masks, retain_graph=True)
-                loss.backward(inputs=weights)
-            else:
-                loss.backward()
-            for o in optimizers.values():
-                o.step()
-            for s in schedulers.values():
-                s.step()
-            method.on_step_end(model)
+            out = step(x, y)
             b = len(y)
             n_seen += b
             _accumulate(sums, out, y, b)

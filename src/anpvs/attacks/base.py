@@ -27,6 +27,22 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block no parameter of ``model`` requires a gradient (each flag is restored afterwards).
+
+    Attacks differentiate the input only; with the parameters frozen autograd records no weight-gradient
+    work and the parameters' ``.grad`` is never touched."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def _per_example_norm(v: Tensor) -> Tensor:
     return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..registry import Registry
-from .base import NORMS, Ball, eval_mode
+from .base import NORMS, Ball, eval_mode, frozen_parameters
 
 ATTACK_LOSSES: Registry[Callable[[Tensor, Tensor, Tensor | None], Tensor]] = Registry("attack loss")
 
@@ -77,7 +77,7 @@ class PGD:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         x = x.detach()
         loss_fn = ATTACK_LOSSES.get(self.loss)
-        with eval_mode(model):
+        with eval_mode(model), frozen_parameters(model):
             logits_clean = None
             if self.loss == "kl":
                 with torch.no_grad():

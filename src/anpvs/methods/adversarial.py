@@ -4,6 +4,8 @@ AT: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks
 with the ANP-VS reference's mixed loss ``(CE_clean + 2 CE_adv) / 3`` by default
 (``method.adv_loss=madry`` for CE_adv only). The PGD example is computed on the test-mode network
 (SPEC B section 4); both cross-entropies use train-mode forwards. Trained from scratch.
+For masked models (ANP, ANP-VS) the attack runs on :func:`anpvs.compact.attack_network`, the physically
+compacted test-mode network, which computes the same function.
 
 AT-VS adds ``lambda * V(z(x), z(x_adv))``, the latent vulnerability of SPEC A item 2
 (``method.vs_weight``), computed on the same two train-mode forwards.
@@ -11,6 +13,7 @@ AT-VS adds ``lambda * V(z(x), z(x_adv))``, the latent vulnerability of SPEC A it
 
 from __future__ import annotations
 
+from ..compact import attack_network
 from ..metrics.vulnerability import vulnerability
 from .base import Method, mixed_ce, register_method, train_attack
 
@@ -24,7 +27,9 @@ class Adversarial(Method):
 
     def forward_pair(self, model, x, y):
         """Adversarial example, train-mode forwards on x and x_adv, and the loss terms shared by AT-like methods."""
-        x_adv = self.attack(model, x, y)
+        # Masked models are attacked through their compacted snapshot: same test-mode function, the cost
+        # of the surviving units only (rebuilt every step, as the masks move every step).
+        x_adv = self.attack(attack_network(model), x, y)
         logits, latents = model.forward_intermediates(x)
         logits_adv, latents_adv = model.forward_intermediates(x_adv)
         loss, ce_clean, ce_adv = mixed_ce(logits, logits_adv, y, self.cfg)

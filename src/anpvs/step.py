@@ -1,0 +1,141 @@
+"""The training step as one callable, shared by :func:`anpvs.train.fit` and ``benchmarks/``.
+
+:func:`build_optimizers` makes the parameter groups, optimizers and LR schedulers of a config, and
+:class:`TrainStep` runs one step: the method's loss dict (under bf16 autocast if asked), the
+backward pass(es), the gradient all-reduce of a distributed run, the optimizer and scheduler steps and
+the method's per-step hook. Methods with Beta-Bernoulli masks have two losses and two optimizers, as
+the reference code: the masks see only ``mask_loss`` (``CE_adv + beta * KL / N``), the weights only
+``loss``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import Config
+from .methods import Method
+from .nn.beta_bernoulli import mask_parameters
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def lr_factor(cfg: Config, total_steps: int):
+    """LR multiplier per optimizer step.
+
+    ``staircase`` (reference): ``gamma ** (milestones passed)``, milestones as fractions of all steps;
+    ``cosine``: half a cosine from 1 to 0 over training; ``constant``: 1."""
+    t = cfg.train
+    if t.schedule == "cosine":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    if t.schedule == "constant":
+        return lambda step: 1.0
+    bounds = sorted(max(1, int(round(m * total_steps))) for m in t.lr_milestones)
+    return lambda step: t.lr_gamma ** sum(step >= b for b in bounds)
+
+
+def make_optimizer(cfg: Config, groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    if cfg.train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.train.momentum, nesterov=cfg.train.momentum > 0)
+    return torch.optim.Adam(groups, lr=lr)
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+    """(mask parameters, decayed weights = conv/linear weight tensors, other weights = biases and BN)."""
+    masks = mask_parameters(model)
+    mask_ids = {id(p) for p in masks}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if id(p) in mask_ids or not p.requires_grad:
+            continue
+        (decay if p.dim() > 1 else no_decay).append(p)
+    return masks, decay, no_decay
+
+
+@dataclass
+class Optimization:
+    """What :func:`build_optimizers` returns: the parameter lists and, per name ("weights", "masks"),
+    an optimizer and its LR scheduler."""
+
+    masks: list[nn.Parameter]
+    weights: list[nn.Parameter]
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
+
+
+def build_optimizers(cfg: Config, model: nn.Module, total_steps: int) -> Optimization:
+    """Adam/SGD on the weights (L2 on conv/linear weight tensors only), Adam on the masks (if any)."""
+    masks, decay, no_decay = split_parameters(model)
+    opt_w = make_optimizer(cfg, [{"params": decay, "weight_decay": cfg.train.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], cfg.train.lr)
+    optimizers: dict[str, torch.optim.Optimizer] = {"weights": opt_w}
+    if masks:
+        optimizers["masks"] = torch.optim.Adam(masks, lr=cfg.train.mask_lr)
+    factor = lr_factor(cfg, total_steps)
+    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimizers.items()}
+    return Optimization(masks, decay + no_decay, optimizers, schedulers)
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` for ``precision="bf16"``, else a no-op context."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+class TrainStep:
+    """One training step of ``method`` on ``model``: ``out = step(x, y)`` returns the method's loss dict.
+
+    Args:
+        precision: ``"fp32"`` or ``"bf16"``: the method's forward passes (training attack included) run
+            under bf16 autocast; the masks' KL, the losses' reductions, the backward pass, the parameters
+            and the optimizer states stay float32.
+        check: called with the loss dict before the backward pass (``fit`` raises on a non-finite loss).
+        grad_sync: called after the backward pass(es) with the parameters whose gradients the optimizers
+            read (a distributed run averages them over ranks, :func:`anpvs.distributed.all_reduce_grads`).
+    """
+
+    def __init__(self, method: Method, model: nn.Module, opt: Optimization, *, precision: str = "fp32",
+                 check: Callable[[dict[str, Any]], None] | None = None,
+                 grad_sync: Callable[[list[nn.Parameter]], None] | None = None) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        self.method, self.model, self.opt = method, model, opt
+        self.precision = precision
+        self.check = check
+        self.grad_sync = grad_sync
+        self._params = opt.masks + opt.weights
+
+    def __call__(self, x: Tensor, y: Tensor) -> dict[str, Any]:
+        opt = self.opt
+        with autocast(self.precision, x.device):
+            out = self.method.loss(self.model, x, y)
+        if self.precision != "fp32":
+            out = {k: v.float() if isinstance(v, Tensor) and v.is_floating_point() else v for k, v in out.items()}
+        if self.check is not None:
+            self.check(out)
+        for o in opt.optimizers.values():
+            o.zero_grad(set_to_none=True)
+        loss = out["loss"]
+        if opt.masks and "mask_loss" in out:
+            # Two losses, two parameter groups: the masks see only mask_loss, the weights only loss.
+            out["mask_loss"].backward(inputs=opt.masks, retain_graph=True)
+            loss.backward(inputs=opt.weights)
+        else:
+            loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(self._params)
+        for o in opt.optimizers.values():
+            o.step()
+        for s in opt.schedulers.values():
+            s.step()
+        self.method.on_step_end(self.model)
+        return out
