@@ -193,8 +193,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
-    summary = fit(cfg, resume=args.resume, progress=not args.quiet)
-    print(f"trained {cfg.method.name} for {summary['epoch']} epochs; checkpoint: {summary['checkpoint']}")
+    from . import distributed
+
+    try:
+        summary = fit(cfg, resume=args.resume, progress=not args.quiet)
+        if distributed.current().is_main:
+            print(f"trained {cfg.method.name} for {summary['epoch']} epochs; checkpoint: {summary['checkpoint']}")
+    finally:
+        distributed.teardown()
     return 0
 
 
@@ -210,7 +216,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             data_dir=args.data_dir, test_limit=args.test_limit, batch_size=args.batch_size, seed=args.seed,
             device=args.device, out=args.out, progress=not args.quiet, eot=args.eot,
             sample_weights=args.sample_weights, ensemble=args.ensemble, precision=args.precision)
-    print(format_eval(record))
+    from . import distributed
+
+    if distributed.current().is_main:
+        print(format_eval(record))
+    distributed.teardown()
     return 0
 
 

@@ -374,6 +374,9 @@ class BatchLoader:
         seed: base seed of the order and of the augmentation.
         drop_last: drop the final incomplete batch.
         device: where the yielded tensors live.
+        shard: ``(rank, world_size)``: yield only this rank's contiguous share of every batch (data-parallel
+            training; the order and augmentation are those of the whole batch, so the ranks together see
+            exactly the single-process batches). ``batch_size`` must be a multiple of ``world_size``.
     """
 
     def __init__(
@@ -386,8 +389,14 @@ class BatchLoader:
         seed: int = 0,
         drop_last: bool = False,
         device: torch.device | str = "cpu",
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.batch_size = _check_count("batch_size", batch_size, minimum=1)
+        rank, world = shard
+        if world < 1 or not 0 <= rank < world or batch_size % world:
+            raise ValueError(f"shard {shard} needs 0 <= rank < world_size and batch_size ({batch_size}) "
+                             f"divisible by world_size; pick train.batch_size as a multiple of the process count")
+        self.shard = (rank, world)
         self.dataset = dataset
         self.shuffle = bool(shuffle)
         self.augment = bool(augment)
@@ -426,9 +435,14 @@ class BatchLoader:
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x = images[idx]
+            y = labels[idx]
             if aug_gen is not None:
                 x = augment_batch(x, aug_gen)
-            yield x.float().div_(255.0), labels[idx]
+            rank, world = self.shard
+            if world > 1:
+                per = len(idx) // world
+                x, y = x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per]
+            yield x.float().div_(255.0), y
         self.epoch = epoch + 1
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from .attacks import eval_mode
 from .checkpoint import git_commit
 from .compact import attack_network, compact_stats
@@ -56,6 +56,11 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
     if ensemble < 1:
         raise ValueError(f"ensemble must be >= 1, got {ensemble}")
     device = next(model.parameters()).device
+    world = distributed.current()
+    if world.enabled:  # under torchrun every rank evaluates its share of the test set; counts are summed
+        lo, hi = distributed.shard_bounds(len(images), world)
+        images, labels = images[lo:hi], labels[lo:hi]
+        seed = seed + world.rank
     torch.manual_seed(seed)  # attack random starts are reproducible
     correct: dict[str, int] = {"clean": 0}
     vsum: dict[str, Tensor] = {}
@@ -87,6 +92,17 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
                 correct[key] = correct.get(key, 0) + (logits_adv.argmax(1) == y).sum().item()
                 vsum[key] = vsum.get(key, 0) + torch.stack(per_layer) * len(y)
             n += len(y)
+    if world.enabled:
+        keys = [k for k, _, _ in kinds]
+        n_layers = len(next(iter(vsum.values()))) if vsum else 0
+        flat = torch.tensor([n, correct["clean"], *(correct.get(k, 0) for k in keys)], dtype=torch.float64)
+        flat = torch.cat([flat, *(vsum.get(k, torch.zeros(n_layers)).double().cpu() for k in keys)])
+        flat = distributed.all_reduce_sum(flat)
+        n, correct["clean"] = int(flat[0]), int(flat[1])
+        for i, k in enumerate(keys):
+            correct[k] = int(flat[2 + i])
+            start = 2 + len(keys) + i * n_layers
+            vsum[k] = flat[start:start + n_layers].float()
     out: dict[str, Any] = {"n": n, "clean_acc": round(100.0 * correct["clean"] / n, 2)}
     for key, _, _ in kinds:
         per_layer = (vsum[key] / n).tolist()

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .attacks import FGSM, PGD, AutoAttack, eval_mode
 from .checkpoint import load_model, read_checkpoint
 from .checks import check_metrics
@@ -82,6 +83,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
     from .config import ConfigError
 
     dev = resolve_device(device)
+    world = distributed.setup(dev)  # torchrun: the test set is sharded over ranks, rank 0 writes the record
+    dev = distributed.device_for(dev, world)
     model, ckpt = load_model(checkpoint, map_location=dev)
     cfg = config_from_dict(ckpt["config"])
     e = cfg.eval
@@ -133,7 +136,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
         extra={"data_source": data.source, "epochs": ckpt.get("epoch"), "warnings": check_metrics(metrics)})
     name = ("eval_bb" if source else "eval") + ("_sampled" if sample_weights else "")
     out = Path(out) if out else Path(checkpoint).parent / f"{name}.json"
-    write_record(record, out)
+    if world.is_main:
+        write_record(record, out)
     record["record_path"] = str(out)
     return record
 

@@ -20,6 +20,7 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .attacks import PGD, eval_mode
 from .checkpoint import (
     CheckpointError,
@@ -107,20 +108,26 @@ def compile_model(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> int:
     correct = 0
     for i in range(0, len(x), batch_size):
         correct += (model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
-    return 100.0 * correct / max(len(x), 1)
+    return correct
 
 
 def validate(model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, attack: PGD) -> dict[str, float]:
     """Clean and PGD accuracy of the *test-mode* network on the validation split (the network users get)."""
+    world = distributed.current()
+    lo, hi = distributed.shard_bounds(len(val_x), world)  # each rank validates its share
+    val_x, val_y = val_x[lo:hi], val_y[lo:hi]
     with eval_mode(model):
-        clean = _accuracy(model, val_x, val_y)
         net = attack_network(model)
-        adv = torch.cat([attack(net, val_x[i:i + 500], val_y[i:i + 500]) for i in range(0, len(val_x), 500)])
-        robust = _accuracy(model, adv, val_y)
+        adv = torch.cat([attack(net, val_x[i:i + 500], val_y[i:i + 500]) for i in range(0, len(val_x), 500)]
+                        ) if len(val_x) else val_x
+        counts = torch.tensor([_correct(model, val_x, val_y), _correct(model, adv, val_y), len(val_y)],
+                              dtype=torch.float64)
+    c, r, n = distributed.all_reduce_sum(counts).tolist()
+    clean, robust = 100.0 * c / max(n, 1), 100.0 * r / max(n, 1)
     return {"val_clean_acc": round(clean, 2), f"val_pgd{attack.steps}_acc": round(robust, 2)}
 
 
@@ -144,13 +151,19 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
                     "metrics": state.get("metrics", {})}
 
     device = resolve_device(cfg.device)
+    world = distributed.setup(device)
+    device = distributed.device_for(device, world)
+    if cfg.train.batch_size % world.size:
+        raise TrainingError(f"train.batch_size={cfg.train.batch_size} is the global batch and must be a multiple "
+                            f"of the {world.size} processes; pick another --batch-size or --nproc_per_node")
     seed_everything(cfg.seed)
     d = cfg.data
     data = load_dataset(d.name, d.dir, download=d.download, val_size=d.val_size,
                         train_limit=d.train_limit, test_limit=d.test_limit, seed=d.seed)
     augment = d.augment if d.augment is not None else d.name.startswith("cifar")
     loader = BatchLoader(data.train, cfg.train.batch_size, shuffle=True, augment=augment, seed=cfg.seed,
-                         drop_last=len(data.train) > cfg.train.batch_size, device=device)
+                         drop_last=len(data.train) > cfg.train.batch_size, device=device,
+                         shard=(world.rank, world.size))
     method = build_method(cfg, len(data.train))
     model = build_model(cfg, method, data.input_shape, data.num_classes)
     if state is None and cfg.init:
@@ -162,6 +175,11 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
         log.warning("method %s normally starts from a Standard checkpoint (init=...); training from scratch",
                     cfg.method.name)
     model.to(device)
+    if world.enabled and state is None:
+        # same initial weights on every rank (seeded above), then a stream of random starts and mask
+        # samples of its own for every rank but the first
+        if world.rank:
+            torch.manual_seed(cfg.seed * 1_000_003 + world.rank)
 
     total_steps = cfg.train.epochs * len(loader)
     opt = build_optimizers(cfg, model, total_steps)
@@ -174,16 +192,18 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
             o.load_state_dict(state["optimizers"][k])
             schedulers[k].load_state_dict(state["schedulers"][k])
         method.load_state_dict(state.get("method_state") or {})
-        torch.set_rng_state(state["rng"]["torch"])
+        ranks = state["rng"].get("ranks")
+        torch.set_rng_state(ranks[world.rank] if ranks and len(ranks) == world.size else state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         start_epoch = state["epoch"]
         log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log_path = run_dir / "log.jsonl"
-    _truncate_log(log_path, start_epoch)
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        _truncate_log(log_path, start_epoch)
 
     val_x = val_y = None
     if data.val is not None:
@@ -196,7 +216,8 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
             raise TrainingError(f"{bad[0]} became {out[bad[0]].item()} at epoch {epoch + 1}; the last good "
                                 f"checkpoint is kept in {str(run_dir)!r}; lower train.lr or check the data")
 
-    step = TrainStep(method, model, opt, precision=cfg.train.precision, check=check_loss)
+    step = TrainStep(method, model, opt, precision=cfg.train.precision, check=check_loss,
+                     grad_sync=distributed.all_reduce_grads if world.enabled else None)
     if cfg.train.compile:
         compile_model(model)
     metrics: dict[str, Any] = {}
@@ -207,7 +228,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
         sums: dict[str, float] = {}
         n_seen = 0
         bar = tqdm(loader, desc=f"{cfg.method.name} epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                   disable=None if progress else True, dynamic_ncols=True)
+                   disable=None if progress and world.is_main else True, dynamic_ncols=True)
         for x, y in bar:
             out = step(x, y)
             b = len(y)
@@ -216,6 +237,10 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
             bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}", acc=f"{sums['acc'] / n_seen:.1f}")
         bar.close()
         method.on_epoch_end(model, epoch)
+        if world.enabled:  # epoch means over the global batches
+            keys = list(sums)  # same insertion order on every rank
+            tot = distributed.all_reduce_sum(torch.tensor([sums[k] for k in keys] + [n_seen], dtype=torch.float64))
+            sums, n_seen = dict(zip(keys, tot[:-1].tolist(), strict=True)), int(tot[-1].item())
         metrics = {k: round(v / max(n_seen, 1), 4) for k, v in sums.items()}
         metrics.update(method.epoch_metrics(model))
         metrics["lr"] = opt_w.param_groups[0]["lr"]
@@ -234,14 +259,17 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
             method_state=method.state_dict(),
             schedulers={k: s.state_dict() for k, s in schedulers.items()},
             rng={"torch": torch.get_rng_state(),
-                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                 **({"ranks": distributed.all_gather_objects(torch.get_rng_state())} if world.enabled else {})},
             data={"name": data.name, "source": data.source, "num_classes": data.num_classes,
                   "input_shape": list(data.input_shape), "n_train": len(data.train)},
         )
-        atomic_save(ckpt, ckpt_path)
-        with log_path.open("a") as f:
-            f.write(json.dumps({"epoch": epoch + 1, **metrics}) + "\n")
-        log.info("epoch %d/%d %s", epoch + 1, cfg.train.epochs, _brief(metrics))
+        if world.is_main:
+            atomic_save(ckpt, ckpt_path)
+            with log_path.open("a") as f:
+                f.write(json.dumps({"epoch": epoch + 1, **metrics}) + "\n")
+            log.info("epoch %d/%d %s", epoch + 1, cfg.train.epochs, _brief(metrics))
+        distributed.barrier()
     return {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "epoch": cfg.train.epochs, "metrics": metrics}
 
 
@@ -300,4 +328,6 @@ def _brief(metrics: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-__all__ = ["CheckpointError", "TrainingError", "fit", "resolve_device"]
+# lr_factor, make_optimizer and split_parameters live in anpvs.step; re-exported for existing imports
+__all__ = ["CheckpointError", "TrainStep", "TrainingError", "build_optimizers", "fit", "lr_factor",
+           "make_optimizer", "resolve_device", "split_parameters"]
