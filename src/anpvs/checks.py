@@ -216,10 +216,15 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
     from .checkpoint import load_model
     from .config import ConfigError, config_from_dict
     from .data import load_dataset
+    from .errors import check_output_file
     from .evaluate import evaluation_record, write_record
     from .runner import sampling_setup
     from .train import resolve_device
 
+    out = check_output_file(out if out is not None else Path(checkpoint).parent / "check.json",
+                            inputs=[checkpoint])  # before the work, not after it
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, map_location=dev)
     cfg = config_from_dict(ckpt["config"])
@@ -255,7 +260,6 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
         metrics={"n": len(data.test), "clean_acc": clean_acc, "sweep": rows}, checkpoint=str(checkpoint),
         extra={"checks": found, "warnings": all_warnings, "probe_size": len(x),
                "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-    out = Path(out) if out else Path(checkpoint).parent / "check.json"
     write_record(record, out)
     record["record_path"] = str(out)
     return record
