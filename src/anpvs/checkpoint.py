@@ -17,6 +17,7 @@ import math
 import os
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Collection
 from functools import lru_cache
 from pathlib import Path
@@ -89,9 +90,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} not found; pass the checkpoint.pt of a finished run")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols; the error below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupted, truncated or a pickle with arbitrary objects
-        raise CheckpointError(f"{str(path)!r} is not a readable anpvs checkpoint ({type(e).__name__})") from None
+        raise CheckpointError(f"{str(path)!r} is not a readable anpvs checkpoint ({type(e).__name__}); pass the "
+                              f"checkpoint.pt of an anpvs run") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an anpvs checkpoint (no '{FORMAT}' header)")
     if any(k in ckpt for k in ("model_name", "model_kwargs", "state_dict")):  # a model checkpoint (not a bare header)

@@ -202,6 +202,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             if not math.isfinite(v):
                 raise ConfigError(f"{key}: expected a finite number, got {value!r}")
             return v
+        if isinstance(value, str) and value.strip().lower().lstrip("+-.") in ("nan", "inf", "infinity"):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):

@@ -543,7 +543,8 @@ def _load_mnist_like(name: str) -> Callable[[Path | None, bool], _Raw]:
                     if (x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or x.dtype != np.uint8
                             or y.dtype.kind not in "ui"):
                         raise DataError(f"{name}: unexpected IDX contents in {folder} ({split} images "
-                                         f"{x.shape} {x.dtype}, labels {y.shape})")
+                                        f"{x.shape} {x.dtype}, labels {y.shape} {y.dtype}; expected uint8 images "
+                                        f"(N, H, W) and as many integer labels)")
                 return _Raw(arrays["x_train"], arrays["y_train"].astype(np.int64), arrays["x_test"],
                             arrays["y_test"].astype(np.int64), 10, f"{folder} (IDX files)", classes)
 
@@ -598,7 +599,8 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
 
     Found from numpy itself (``__reduce__``), so both ``numpy.core`` and ``numpy._core`` spellings load."""
     allowed: dict[tuple[str, str], Any] = {}
-    for obj in (np.zeros(1).__reduce__()[0], np.float64(0).__reduce__()[0], np.ndarray, np.dtype):
+    for obj in (np.zeros(1).__reduce__()[0], np.zeros(1).__reduce_ex__(5)[0], np.float64(0).__reduce__()[0],
+                np.ndarray, np.dtype):
         mod = obj.__module__
         for m in {mod, mod.replace("numpy._core", "numpy.core"), mod.replace("numpy.core", "numpy._core")}:
             allowed[(m, obj.__name__)] = obj
@@ -611,8 +613,12 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
 def _latin1_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
     """``_codecs.encode`` restricted to what pickle protocol 2 needs: a ``str`` to ``latin1`` bytes."""
     if not isinstance(obj, str) or encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
-        raise pickle.UnpicklingError("refused _codecs.encode of something other than latin1 text")
+        raise _Refused("refused _codecs.encode of something other than latin1 text")
     return obj.encode("latin1", errors="strict")
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle that names a callable outside the allowed set (code, not data)."""
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -627,10 +633,10 @@ class _SafeUnpickler(pickle.Unpickler):
         try:
             return self._allowed[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}") from None
+            raise _Refused(f"refused global {module}.{name}") from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("refused persistent id")
+        raise _Refused("refused persistent id")
 
 
 def safe_unpickle(data: bytes, where: str = "pickle") -> Any:
@@ -639,11 +645,11 @@ def safe_unpickle(data: bytes, where: str = "pickle") -> Any:
     Raises :class:`DataError` for anything that is not plain data (code, objects, corrupt streams)."""
     try:
         return _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
+    except _Refused as exc:
         raise DataError(f"{where} is not a plain-data CIFAR batch ({exc}); it was not loaded, since unpickling "
                         f"it could run code: replace it with the official files") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError,
-            MemoryError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError, MemoryError) as exc:
         raise DataError(f"{where} is not a readable CIFAR batch ({type(exc).__name__}); replace it with the "
                         f"official files") from None
 

@@ -243,6 +243,7 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
             log.warning("resuming %s with the configuration saved in its checkpoint", run_dir)
         cfg = saved
         if state["epoch"] >= cfg.train.epochs:
+            _restore_log(run_dir / "log.jsonl", state["epoch"], state)
             log.info("%s is already complete (%d epochs)", run_dir, state["epoch"])
             return {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "epoch": state["epoch"],
                     "metrics": state.get("metrics", {})}
