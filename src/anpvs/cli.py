@@ -32,7 +32,7 @@ TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--seed", "seed", int, "random seed"),
     ("--out", "out", str, "run directory"),
     ("--init", "init", str, "checkpoint whose weights initialise the model (BP/ANP/ANP-VS: a Standard run)"),
-    ("--eps", "attack.eps", finite_float, "training attack radius, pixel units (eval uses eval.eps)"),
+    ("--eps", "attack.eps", finite_float, "training attack radius, pixel units (anpvs eval defaults to it)"),
     ("--step-size", "attack.step_size", finite_float, "training attack step, pixel units"),
     ("--pgd-steps", "attack.steps", int, "training attack iterations"),
     ("--beta", "method.beta", finite_float, "weight of KL/N of the Beta-Bernoulli masks"),
@@ -97,7 +97,7 @@ def _add_check_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint.pt of a run")
     p.add_argument("--test-limit", type=int, default=1000, help="test images of the eps sweep (default: 1000)")
     p.add_argument("--eps-sweep", type=lambda t: [finite_float(v) for v in t.split(",")], metavar="E1,E2,...",
-                   help="radii of the sweep (default: 0, 1/3, 2/3, 1, 5/3 x eval.eps and 1.0 for linf)")
+                   help="radii of the sweep (default: 0, 1/3, 2/3, 1, 5/3 x the training attack.eps and 1.0 for linf)")
     p.add_argument("--steps", type=int, help="PGD iterations (default: eval.steps)")
     p.add_argument("--eot", type=int, help="PGD averages gradients over N forwards (default: 1, 10 with "
                                            "--sample-weights)")

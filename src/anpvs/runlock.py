@@ -45,6 +45,14 @@ def clean_partial_writes(run_dir: Path) -> list[Path]:
     return removed
 
 
+def _rank() -> int:
+    """The process's rank under ``torchrun`` (``RANK``), 0 otherwise."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -70,6 +78,8 @@ class RunLock:
                              f"to finish or choose another --out")
 
     def acquire(self) -> RunLock:
+        if _rank() > 0:  # distributed training: rank 0 holds the lock for the whole job
+            return self
         try:
             import fcntl
         except ImportError:  # pragma: no cover  (Windows)
