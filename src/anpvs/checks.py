@@ -36,7 +36,7 @@ from .attacks import PGD, eval_mode
 
 DOCS = "docs/checks.md"
 
-#: eps of the sweep as multiples of the training radius attack.eps (the box-filling radius is added, see :func:`sweep_eps`)
+#: eps of the sweep as multiples of the training radius attack.eps (plus the box-filling radius, see :func:`sweep_eps`)
 SWEEP_MULTIPLES = (0.0, 1 / 3, 2 / 3, 1.0, 5 / 3)
 
 
