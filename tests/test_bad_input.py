@@ -198,6 +198,13 @@ def _nan_weights(ckpt: dict) -> None:
     ckpt["state_dict"][first] = torch.full_like(ckpt["state_dict"][first], float("nan"))
 
 
+def _overflowing_weights(ckpt: dict) -> None:
+    """Finite weights whose activations overflow to inf (and NaN) in float32."""
+    for k, v in ckpt["state_dict"].items():
+        if k.endswith("weight"):
+            ckpt["state_dict"][k] = v * 1e30
+
+
 def _wrong_shape(ckpt: dict) -> None:
     first = next(iter(ckpt["state_dict"]))
     ckpt["state_dict"][first] = torch.zeros(3, 3)
@@ -334,6 +341,8 @@ CASES: list[Case] = [
     Case("eval-wrong-shapes", _eval_edited(_wrong_shape), 1, "do not fit"),
     Case("eval-missing-state-dict", _eval_edited(lambda c: c.pop("state_dict")), 1, "state_dict is not"),
     Case("eval-nan-weights", _eval_edited(_nan_weights), 1, "NaN"),
+    Case("eval-overflowing-weights", lambda t, k: ["eval", str(_ckpt(t, k, edit=_overflowing_weights)), "--steps",
+                                                    "1", "--device", "cpu", "--quiet"], 1, "non-finite"),
     Case("eval-bad-saved-config", _eval_edited(_edit_config(train__epochs="many")), 1, "saved config is invalid"),
     Case("eval-source-not-a-checkpoint", lambda t, k: ["eval", str(_ckpt(t, k)), "--attack-source",
                                                         str(_text_file("s.pt", b"junk")(t, k)), "--device", "cpu"],

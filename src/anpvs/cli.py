@@ -255,10 +255,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                             protocol=args.protocol, device=args.device, data_dir=args.data_dir,
                             pretrain_data_dir=args.pretrain_data_dir, figures=not args.no_figures,
                             progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("anpvs: interrupted; rerun the same command to resume (finished runs and evaluations are kept)",
+    except KeyboardInterrupt as e:  # Ctrl-C or RunInterrupted (SIGINT/SIGTERM)
+        how = f"stopped by {e.signame}" if isinstance(e, RunInterrupted) else "interrupted"
+        print(f"anpvs: error: {how}; rerun the same command to resume (finished runs and evaluations are kept)",
               file=sys.stderr)
-        return 130
+        return e.exit_code if isinstance(e, RunInterrupted) else 130
     print(format_summary(summary))
     return 1 if summary["failed"] else 0
 

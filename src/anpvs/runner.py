@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,12 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
                        batch_size=batch_size or e.batch_size, seed=seed, progress=progress, ensemble=ensemble)
     metrics.update(efficiency(model))
     metrics["eval_time_s"] = round(time.time() - t0, 1)
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:  # finite weights can still overflow; a record of NaN would look like a result
+        from .checkpoint import CheckpointError
+
+        raise CheckpointError(f"evaluating {str(checkpoint)!r} gave non-finite {', '.join(bad[:3])} (the model's "
+                              f"outputs overflow); no record was written; check the checkpoint's run")
     attack_desc = {"name": "+".join(built), "norm": norm, "eps": eps, "eps_units": "pixel ([0,1] images)",
                    "step_size": step_size, "steps": steps, "restarts": restarts, "random_start": True,
                    "attack_seed": seed, "eot": eot, "sampled_weights": sample_weights, "ensemble": ensemble,
