@@ -70,11 +70,11 @@ def fake_git(monkeypatch: pytest.MonkeyPatch) -> str:
 
     Checkpoints and evaluation records store the git commit; a fixed value keeps the tests
     independent of the working tree's state and lets them check that the value is carried."""
-    import anpvs.checkpoint
-    import anpvs.evaluate
+    import importlib
 
-    monkeypatch.setattr(anpvs.checkpoint, "git_commit", lambda: FAKE_COMMIT)
-    monkeypatch.setattr(anpvs.evaluate, "git_commit", lambda: FAKE_COMMIT)
+    # import_module, not ``anpvs.evaluate``: that attribute is the evaluate() function (``from anpvs import evaluate``)
+    monkeypatch.setattr(importlib.import_module("anpvs.checkpoint"), "git_commit", lambda: FAKE_COMMIT)
+    monkeypatch.setattr(importlib.import_module("anpvs.evaluate"), "git_commit", lambda: FAKE_COMMIT)
     return FAKE_COMMIT
 
 

@@ -10,19 +10,20 @@ __version__ = "0.1.0"
 from .attacks import FGSM, PGD  # noqa: E402
 from .checkpoint import load_model  # noqa: E402
 from .compact import compact  # noqa: E402
+
+# ``from anpvs import evaluate`` is the function: importing the submodule binds the package attribute
+# ``evaluate`` to the module, so the function is bound over it here, once the submodule is loaded (the
+# module stays importable as ``anpvs.evaluate`` through sys.modules: ``from anpvs.evaluate import ...``).
+from .evaluate import evaluate  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
 
 
 def __getattr__(name: str):
-    # fit/evaluate pull in the data and training stack; import them lazily.
+    # fit pulls in the data and training stack; import it lazily.
     if name == "fit":
         from .train import fit
 
         return fit
-    if name == "evaluate":
-        from .evaluate import evaluate
-
-        return evaluate
     raise AttributeError(name)
 
 

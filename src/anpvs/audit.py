@@ -24,13 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import AnpvsError
+
 log = logging.getLogger(__name__)
 
 #: largest accuracy (%) at the sweep's largest eps that still counts as "falls to ~0%"
 MAX_FINAL_ACC = 5.0
 
 
-class AuditError(RuntimeError):
+class AuditError(AnpvsError, RuntimeError):
     """The folder is not a finished reproduction (one-line message naming the fix)."""
 
 
@@ -59,7 +61,9 @@ def _models(out: Path, seeds: list[int] | None) -> list[tuple[str, Path]]:
     if not manifest_path.is_file():
         raise AuditError(f"{str(out)!r} is not a reproduction folder (no reproduce.json); "
                          f"run anpvs reproduce --out {out} first")
-    manifest = json.loads(manifest_path.read_text())
+    from .reproduce import read_manifest
+
+    manifest = read_manifest(manifest_path, AuditError)
     models = []
     for name, rel in manifest["runs"].items():
         if name.startswith("pretrain."):

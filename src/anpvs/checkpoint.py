@@ -12,9 +12,12 @@ reads it. ``load_model(path)`` rebuilds the model from the checkpoint alone.
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Collection
 from functools import lru_cache
 from pathlib import Path
@@ -24,12 +27,13 @@ import torch
 from torch import nn
 
 from . import __version__
-from .models import create_model
+from .errors import AnpvsError
+from .models import MODELS, create_model
 
 FORMAT = "anpvs-checkpoint"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(AnpvsError, RuntimeError):
     """A file that is not a readable anpvs checkpoint."""
 
 
@@ -52,9 +56,12 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    from .signals import deferred_signals
+
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        with deferred_signals():  # SIGINT/SIGTERM wait until the file is complete and in place
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -83,17 +90,89 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} not found; pass the checkpoint.pt of a finished run")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols; the error below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupted, truncated or a pickle with arbitrary objects
-        raise CheckpointError(f"{str(path)!r} is not a readable anpvs checkpoint ({type(e).__name__})") from None
+        raise CheckpointError(f"{str(path)!r} is not a readable anpvs checkpoint ({type(e).__name__}); pass the "
+                              f"checkpoint.pt of an anpvs run") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an anpvs checkpoint (no '{FORMAT}' header)")
+    if any(k in ckpt for k in ("model_name", "model_kwargs", "state_dict")):  # a model checkpoint (not a bare header)
+        validate_checkpoint(ckpt, str(path))
     return ckpt
+
+
+#: bounds of the integer model arguments a checkpoint may ask for (a 10**7-class head would need ~20 GB)
+KWARG_BOUNDS = {"num_classes": (1, 100_000), "in_channels": (1, 64)}
+
+
+def _bad(where: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"{where}: {problem}; it is damaged or was not written by anpvs (re-download it or "
+                           f"retrain)")
+
+
+def validate_checkpoint(ckpt: dict[str, Any], where: str = "checkpoint") -> None:
+    """Check a checkpoint dict against the model registry before anything is allocated for it.
+
+    The model name must be registered, ``model_kwargs`` must be the factory's own arguments within
+    :data:`KWARG_BOUNDS` (floats finite), the state dict must have exactly the keys and shapes of that
+    model (compared on the ``meta`` device, which allocates no memory), every tensor must be finite,
+    and the saved config must name the same architecture. Raises :class:`CheckpointError` (one line)."""
+    name = ckpt.get("model_name")
+    if not isinstance(name, str) or name not in MODELS:
+        raise _bad(where, f"unknown model {name!r} (known: {', '.join(MODELS.names())})")
+    kwargs = ckpt.get("model_kwargs")
+    if not isinstance(kwargs, dict):
+        raise _bad(where, "model_kwargs is not a mapping")
+    params = inspect.signature(MODELS.get(name)).parameters
+    unknown = sorted(str(k) for k in kwargs if k not in params)
+    if unknown:
+        raise _bad(where, f"model_kwargs {unknown} are not arguments of {name}")
+    for k, v in kwargs.items():
+        if k in KWARG_BOUNDS:
+            lo, hi = KWARG_BOUNDS[k]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise _bad(where, f"model_kwargs {k}={v!r} is outside {lo}..{hi}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or abs(v) > 1e6:
+            raise _bad(where, f"model_kwargs {k}={v!r} is not a finite number")
+    sd = ckpt.get("state_dict")
+    if not isinstance(sd, dict) or not all(isinstance(t, torch.Tensor) for t in sd.values()):
+        raise _bad(where, "state_dict is not a mapping of names to tensors")
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(t.shape) for k, t in create_model(name, **kwargs).state_dict().items()}
+    except Exception as e:  # the factory refused the arguments
+        raise _bad(where, f"{name}({kwargs}) cannot be built ({type(e).__name__}: {e})") from None
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    shape = [k for k in expected if k in sd and tuple(sd[k].shape) != expected[k]]
+    if missing or unexpected or shape:
+        detail = "; ".join(f"{n}: {', '.join(map(str, v[:3]))}{' ...' if len(v) > 3 else ''}"
+                           for n, v in (("missing", missing), ("unexpected", unexpected), ("shape", shape)) if v)
+        raise _bad(where, f"its weights do not fit {name} ({detail})")
+    bad = [k for k, t in sd.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{where}: weights {', '.join(bad[:3])} hold NaN or inf (the run diverged); use an "
+                              f"earlier checkpoint or retrain with a lower train.lr")
+    config = ckpt.setdefault("config", {})
+    if not isinstance(config, dict):
+        raise _bad(where, "its saved config is not a mapping")
+    if config:
+        from .config import ConfigError, config_from_dict
+
+        try:
+            cfg_model = config_from_dict(config).model.name
+        except (ConfigError, AttributeError, TypeError) as e:
+            raise _bad(where, f"its saved config is invalid ({e})") from None
+        if name != cfg_model and not name.startswith(f"{cfg_model}_"):
+            raise _bad(where, f"its saved config trains model {cfg_model!r} but its weights are {name!r}")
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model stored in a checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
     ckpt = read_checkpoint(path, map_location)
+    validate_checkpoint(ckpt, str(path))
     model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(map_location).eval(), ckpt

@@ -36,7 +36,7 @@ from .attacks import PGD, eval_mode
 
 DOCS = "docs/checks.md"
 
-#: eps of the sweep as multiples of the checkpoint's eval.eps (the box-filling radius is added, see :func:`sweep_eps`)
+#: eps of the sweep as multiples of the training radius attack.eps (plus the box-filling radius, see :func:`sweep_eps`)
 SWEEP_MULTIPLES = (0.0, 1 / 3, 2 / 3, 1.0, 5 / 3)
 
 
@@ -216,10 +216,15 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
     from .checkpoint import load_model
     from .config import ConfigError, config_from_dict
     from .data import load_dataset
+    from .errors import check_output_file
     from .evaluate import evaluation_record, write_record
     from .runner import sampling_setup
     from .train import resolve_device
 
+    out = check_output_file(out if out is not None else Path(checkpoint).parent / "check.json",
+                            inputs=[checkpoint])  # before the work, not after it
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, map_location=dev)
     cfg = config_from_dict(ckpt["config"])
@@ -230,8 +235,9 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
     eot, ensemble = sampling_setup(model, sample_weights, eot, ensemble)
     d = cfg.data
     data = load_dataset(d.name, data_dir or d.dir, download=d.download, test_limit=test_limit, seed=d.seed)
+    norm = cfg.attack.norm  # the threat model the model was trained for, as anpvs eval
     if eps_values is None:
-        eps_values = sweep_eps(e.eps, e.norm, data.test.images.shape[1:])
+        eps_values = sweep_eps(cfg.attack.eps, norm, data.test.images.shape[1:])
     eps_values = sorted(float(v) for v in eps_values)
     if not eps_values or eps_values[0] < 0:
         raise ConfigError(f"the eps sweep needs radii >= 0 (got {eps_values})")
@@ -241,7 +247,7 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
     y = data.test.labels[:probe_size].to(dev)
     found = {"model": check_model(model, x, y, eot=eot)}
     clean_acc, rows = eps_sweep(model, data.test.images, data.test.labels, eps_values, step_size=e.step_size,
-                                steps=steps, norm=e.norm, eot=eot, ensemble=ensemble,
+                                steps=steps, norm=norm, eot=eot, ensemble=ensemble,
                                 batch_size=batch_size or e.batch_size, seed=seed, progress=progress)
     attacked = {f"PGD at eps={r['eps']:g}": r["acc"] for r in rows if r["eps"] > 0}
     found["robust_above_clean"] = check_robust_above_clean(clean_acc, attacked)
@@ -249,13 +255,12 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
     all_warnings = [w for ws in found.values() for w in ws]
     record = evaluation_record(
         model_name=ckpt["model_name"], method=cfg.method.name, dataset=data.name, seed=cfg.seed,
-        attack={"name": "pgd eps sweep", "norm": e.norm, "eps_units": "pixel ([0,1] images)", "steps": steps,
+        attack={"name": "pgd eps sweep", "norm": norm, "eps_units": "pixel ([0,1] images)", "steps": steps,
                 "step_size": f"max({e.step_size}, 2.5*eps/{steps})", "restarts": 1, "random_start": True,
                 "eot": eot, "sampled_weights": sample_weights, "ensemble": ensemble, "attack_seed": seed},
         metrics={"n": len(data.test), "clean_acc": clean_acc, "sweep": rows}, checkpoint=str(checkpoint),
         extra={"checks": found, "warnings": all_warnings, "probe_size": len(x),
                "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-    out = Path(out) if out else Path(checkpoint).parent / "check.json"
     write_record(record, out)
     record["record_path"] = str(out)
     return record

@@ -1,6 +1,8 @@
 """Command line: ``anpvs train | eval | check | demo | reproduce | figures | audit`` (``anpvs --help``).
 
-Invalid input ends with a one-line ``anpvs: error: ...`` message and a non-zero exit status.
+Invalid input ends with a one-line ``anpvs: error: ...`` message and a non-zero exit status (2: a wrong
+command, 1: the input or the run failed; 130/143: stopped by SIGINT/SIGTERM; docs/reliability.md).
+``-v`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from . import __version__
 from .config import ConfigError, build_config, load_yaml, parse_override
+from .errors import AnpvsError, RunInterrupted, finite_float, seed_int
 
 log = logging.getLogger("anpvs")
 
@@ -25,15 +28,15 @@ TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--method", "method.name", str, "standard | at | at_vs | bp | anp | anp_vs | ..."),
     ("--epochs", "train.epochs", int, "number of epochs"),
     ("--batch-size", "train.batch_size", int, "batch size (paper: 64)"),
-    ("--lr", "train.lr", float, "Adam learning rate of the weights"),
+    ("--lr", "train.lr", finite_float, "Adam learning rate of the weights"),
     ("--seed", "seed", int, "random seed"),
     ("--out", "out", str, "run directory"),
     ("--init", "init", str, "checkpoint whose weights initialise the model (BP/ANP/ANP-VS: a Standard run)"),
-    ("--eps", "attack.eps", float, "training attack radius, pixel units (eval uses eval.eps)"),
-    ("--step-size", "attack.step_size", float, "training attack step, pixel units"),
+    ("--eps", "attack.eps", finite_float, "training attack radius, pixel units (anpvs eval defaults to it)"),
+    ("--step-size", "attack.step_size", finite_float, "training attack step, pixel units"),
     ("--pgd-steps", "attack.steps", int, "training attack iterations"),
-    ("--beta", "method.beta", float, "weight of KL/N of the Beta-Bernoulli masks"),
-    ("--vs-weight", "method.vs_weight", float, "lambda of the vulnerability suppression loss"),
+    ("--beta", "method.beta", finite_float, "weight of KL/N of the Beta-Bernoulli masks"),
+    ("--vs-weight", "method.vs_weight", finite_float, "lambda of the vulnerability suppression loss"),
     ("--val-size", "data.val_size", int, "hold out this many training images for per-epoch validation"),
     ("--train-limit", "data.train_limit", int, "train on a seeded random subset of this size"),
     ("--test-limit", "data.test_limit", int, "evaluate on a seeded random subset of this size"),
@@ -53,6 +56,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="override any config key, e.g. --set train.lr_milestones=[0.5,0.8] (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--force", action="store_true",
+                   help="train into an --out folder that holds files of something other than an anpvs run")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -62,17 +67,18 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attack", action="append", choices=["pgd", "fgsm", "autoattack"], default=None,
                    help="attacks to run (repeatable; default: pgd; autoattack needs pip install 'anpvs[eval]' "
                         "and runs beside pgd)")
-    p.add_argument("--eps", type=float, help="attack radius in pixel units (default: the run's eval.eps)")
-    p.add_argument("--step-size", type=float, help="PGD step in pixel units (default: eval.step_size)")
+    p.add_argument("--eps", type=finite_float,
+                   help="attack radius in pixel units (default: the radius the model was trained for, attack.eps)")
+    p.add_argument("--step-size", type=finite_float, help="PGD step in pixel units (default: eval.step_size)")
     p.add_argument("--steps", type=int, help="PGD iterations (default: eval.steps, 40)")
     p.add_argument("--restarts", type=int, help="PGD restarts, worst case kept (default: 1)")
-    p.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: linf)")
+    p.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: the training attack's norm)")
     p.add_argument("--attack-source", metavar="CKPT",
                    help="black-box: transfer the attack from this (adversarially trained) source model")
     p.add_argument("--data-dir", help="where the test data lives (default: the run's data.dir)")
     p.add_argument("--test-limit", type=int, help="evaluate on a seeded subset of this size (default: all)")
     p.add_argument("--batch-size", type=int, help="evaluation batch size")
-    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the attacks' random starts")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--eot", type=int, help="PGD/FGSM average gradients over N stochastic forwards "
                                            "(default: 1, or 10 with --sample-weights)")
@@ -92,8 +98,8 @@ def _add_check_parser(sub: argparse._SubParsersAction) -> None:
                                      "gradients, eps sweep (docs/checks.md)")
     p.add_argument("checkpoint", help="checkpoint.pt of a run")
     p.add_argument("--test-limit", type=int, default=1000, help="test images of the eps sweep (default: 1000)")
-    p.add_argument("--eps-sweep", type=lambda t: [float(v) for v in t.split(",")], metavar="E1,E2,...",
-                   help="radii of the sweep (default: 0, 1/3, 2/3, 1, 5/3 x eval.eps and 1.0 for linf)")
+    p.add_argument("--eps-sweep", type=lambda t: [finite_float(v) for v in t.split(",")], metavar="E1,E2,...",
+                   help="radii of the sweep (default: 0, 1/3, 2/3, 1, 5/3 x the training attack.eps and 1.0 for linf)")
     p.add_argument("--steps", type=int, help="PGD iterations (default: eval.steps)")
     p.add_argument("--eot", type=int, help="PGD averages gradients over N forwards (default: 1, 10 with "
                                            "--sample-weights)")
@@ -102,7 +108,7 @@ def _add_check_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a check fires")
     p.add_argument("--data-dir", help="where the test data lives (default: the run's data.dir)")
     p.add_argument("--batch-size", type=int, help="evaluation batch size")
-    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the attacks' random starts")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--out", help="JSON record path (default: check.json next to the checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -112,7 +118,7 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: train and evaluate Standard, AT and ANP-VS on the "
                                     "bundled real MNIST digits (offline, minutes on a CPU)")
     p.add_argument("--out", default="runs/demo", help="folder for the runs and the table")
-    p.add_argument("--epochs-scale", type=float, default=1.0,
+    p.add_argument("--epochs-scale", type=finite_float, default=1.0,
                    help="multiply every epoch budget (e.g. 0.2 for a smoke run)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
@@ -157,8 +163,15 @@ def _add_audit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``anpvs: error: ...``, status 2) instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"anpvs: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="anpvs", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="anpvs", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"anpvs {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -196,7 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
 
     try:
-        summary = fit(cfg, resume=args.resume, progress=not args.quiet)
+        summary = fit(cfg, resume=args.resume, progress=not args.quiet, force=args.force)
         if distributed.current().is_main:
             print(f"trained {cfg.method.name} for {summary['epoch']} epochs; checkpoint: {summary['checkpoint']}")
     finally:
@@ -254,10 +267,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                             protocol=args.protocol, device=args.device, data_dir=args.data_dir,
                             pretrain_data_dir=args.pretrain_data_dir, figures=not args.no_figures,
                             progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("anpvs: interrupted; rerun the same command to resume (finished runs and evaluations are kept)",
+    except KeyboardInterrupt as e:  # Ctrl-C or RunInterrupted (SIGINT/SIGTERM)
+        how = f"stopped by {e.signame}" if isinstance(e, RunInterrupted) else "interrupted"
+        print(f"anpvs: error: {how}; rerun the same command to resume (finished runs and evaluations are kept)",
               file=sys.stderr)
-        return 130
+        return e.exit_code if isinstance(e, RunInterrupted) else 130
     print(format_summary(summary))
     return 1 if summary["failed"] else 0
 
@@ -283,12 +297,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .attacks import OptionalDependencyError
-    from .audit import AuditError
-    from .checkpoint import CheckpointError
-    from .data import DataNotFoundError
-    from .figures import FiguresUnavailable
-    from .train import TrainingError
+    from .signals import graceful_signals
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -296,17 +305,26 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     commands = {"train": cmd_train, "eval": cmd_eval, "check": cmd_check, "demo": cmd_demo,
                 "reproduce": cmd_reproduce, "figures": cmd_figures, "audit": cmd_audit}
+
+    def fail(status: int, message: str) -> None:
+        if args.verbose:
+            log.exception("anpvs %s failed", args.command)
+        parser.exit(status, f"anpvs: error: {' '.join(str(message).split()) or 'failed'}\n")
+
     try:
-        return commands[args.command](args)
-    except ConfigError as e:
-        parser.exit(2, f"anpvs: error: {e}\n")
-    except (CheckpointError, DataNotFoundError, TrainingError, OptionalDependencyError, FiguresUnavailable,
-            AuditError) as e:
-        parser.exit(1, f"anpvs: error: {e}\n")
-    except KeyError as e:  # unknown registry names
-        parser.exit(2, f"anpvs: error: {e.args[0] if e.args else e}\n")
+        with graceful_signals():
+            return commands[args.command](args)
+    except AnpvsError as e:
+        fail(e.exit_code, str(e))
+    except RunInterrupted as e:
+        fail(e.exit_code, str(e))
     except KeyboardInterrupt:
-        parser.exit(130, "anpvs: interrupted; rerun with --resume to continue from the last finished epoch\n")
+        fail(130, "interrupted; rerun with --resume to continue from the last finished epoch")
+    except OSError as e:  # a file or folder the checks above could not foresee (full disk, permissions)
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        fail(1, f"{e.strerror or type(e).__name__}{where}; check the path and its permissions")
+    except Exception as e:  # a bug: one line by default, the traceback with -v
+        fail(1, f"internal error {type(e).__name__}: {e}; rerun with -v for the traceback and report it")
     return 0
 
 

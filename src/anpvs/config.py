@@ -7,6 +7,8 @@ raise :class:`ConfigError` with a one-line message.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,9 +17,13 @@ from typing import Any
 
 import yaml
 
+from .errors import AnpvsError
 
-class ConfigError(ValueError):
+
+class ConfigError(AnpvsError, ValueError):
     """A bad configuration key or value (the CLI prints it as one line and exits with status 2)."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -152,6 +158,10 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: a decimal number as text, e.g. "1e6" or "-2.5E-3" (YAML 1.1 leaves these as strings)
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -185,8 +195,18 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e6 (no dot) as text
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                v = float(value)
+            except OverflowError:
+                raise ConfigError(f"{key}: {value!r} is too large") from None
+            if not math.isfinite(v):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            return v
+        if isinstance(value, str) and value.strip().lower().lstrip("+-.") in ("nan", "inf", "infinity"):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -255,6 +275,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file to --config")
     try:
         data = yaml.safe_load(p.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(p)!r} is not a text (YAML) file") from None
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else "syntax error"
         raise ConfigError(f"config file {str(p)!r} is not valid YAML ({first})") from None
@@ -274,7 +296,15 @@ def build_config(overrides: dict[str, Any] | None = None, *, base: dict[str, Any
     method = merged.get("method.name", cfg.method.name)
     for key, value in {**PRESETS[dataset], **METHOD_PRESETS.get(method, {}), **merged}.items():
         set_key(cfg, key, value)
+    no_preset = "attack.eps" not in PRESETS[dataset]
+    if no_preset:  # evaluation follows the threat model the user chose for training
+        for k in ("eps", "norm"):
+            if f"eval.{k}" not in merged:
+                setattr(cfg.eval, k, getattr(cfg.attack, k))
     validate(cfg)
+    if no_preset and "attack.eps" not in merged:
+        raise ConfigError(f"data.name={dataset} has no default attack radius: choose one with --eps "
+                          f"(pixel units, e.g. 0.3 for MNIST-like digits, 0.03 for 32x32 RGB images)")
     return cfg
 
 
@@ -295,6 +325,8 @@ def validate(cfg: Config) -> None:
         if not cond:
             raise ConfigError(msg)
 
+    for key, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):
+        need(-2**63 <= seed < 2**63, f"{key} must fit in 64 bits (got {seed}); use a smaller seed")
     if cfg.model.name not in MODELS:
         raise ConfigError(f"unknown model {cfg.model.name!r}; valid: {', '.join(MODELS.names())}")
     if cfg.method.name not in METHODS:

@@ -21,11 +21,13 @@ When ``data_dir`` is ``None`` the default root is ``$ANPVS_DATA_DIR`` or ``~/.ca
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import math
 import operator
 import os
 import pickle
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -36,6 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .errors import AnpvsError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ _STREAM_VAL, _STREAM_TRAIN_LIMIT, _STREAM_TEST_LIMIT = 1, 2, 3
 _STREAM_ORDER, _STREAM_AUGMENT = 11, 12
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(AnpvsError, FileNotFoundError):
     """The requested dataset is not on disk (and was not, or could not be, downloaded).
 
     The message is a single line that names the ways out (download, or point ``data_dir`` at the files).
@@ -222,18 +226,24 @@ def load_dataset(
     seed = operator.index(seed)
 
     raw = _LOADERS[key](None if data_dir is None else Path(data_dir).expanduser(), bool(download))
-    train = ArrayDataset(raw.x_train, raw.y_train)
-    test = ArrayDataset(raw.x_test, raw.y_test)
+    try:
+        train = ArrayDataset(raw.x_train, raw.y_train)
+        test = ArrayDataset(raw.x_test, raw.y_test)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{key} from {raw.source}: {exc}; check the files") from None
+    if raw.num_classes < 2:
+        raise DataError(f"{key} from {raw.source} has {raw.num_classes} class; a classifier needs at least two "
+                        f"(one subfolder of images per class)")
     _check_labels(key, train, raw.num_classes, "training")
     _check_labels(key, test, raw.num_classes, "test")
     if train.input_shape != test.input_shape:
-        raise ValueError(f"{key}: training images are {train.input_shape} but test images are "
+        raise DataError(f"{key}: training images are {train.input_shape} but test images are "
                          f"{test.input_shape}")
 
     val: ArrayDataset | None = None
     if val_size > 0:
         if val_size >= len(train):
-            raise ValueError(f"val_size={val_size} must be smaller than the {len(train)} training examples "
+            raise DataError(f"val_size={val_size} must be smaller than the {len(train)} training examples "
                              f"of {key} (some must be left for training)")
         val_idx = _stratified_subset(train.labels.numpy(), val_size, _rng(seed, _STREAM_VAL))
         keep = np.ones(len(train), dtype=bool)
@@ -256,28 +266,28 @@ def load_dataset(
 def _canonical_name(name: str) -> str:
     key = str(name).strip().lower().replace("-", "_")
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     return key
 
 
 def _check_count(what: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
+        raise DataError(f"{what} must be an integer, got {value!r}")
     try:
         v = operator.index(value)
     except TypeError:
-        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+        raise DataError(f"{what} must be an integer, got {value!r}") from None
     if v < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {v}")
+        raise DataError(f"{what} must be >= {minimum}, got {v}")
     return v
 
 
 def _check_labels(name: str, ds: ArrayDataset, num_classes: int, split: str) -> None:
     if len(ds) == 0:
-        raise ValueError(f"{name}: the {split} split is empty")
+        raise DataError(f"{name}: the {split} split is empty")
     top = int(ds.labels.max())
     if top >= num_classes:
-        raise ValueError(f"{name}: {split} label {top} is out of range for {num_classes} classes")
+        raise DataError(f"{name}: {split} label {top} is out of range for {num_classes} classes")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -498,17 +508,21 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             buf = f.read()
-    except (OSError, EOFError) as exc:  # truncated or corrupt gzip stream
-        raise ValueError(f"{path}: cannot read IDX file ({type(exc).__name__}: {exc})") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # truncated or corrupt gzip stream (bad CRC, cut short)
+        raise DataError(f"{path}: cannot read IDX file ({type(exc).__name__}: {exc}); replace the file with an "
+                        f"intact copy") from None
     if len(buf) < 4 or buf[0] != 0 or buf[1] != 0 or buf[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {buf[:4].hex()})")
+        raise DataError(f"{path} is not an IDX file (bad magic number {buf[:4].hex()})")
     dtype = np.dtype(_IDX_DTYPES[buf[2]])
     ndim = buf[3]
+    if len(buf) < 4 + 4 * ndim:
+        raise DataError(f"{path}: IDX header announces {ndim} dimensions but the file ends after {len(buf)} "
+                        f"bytes; replace the file with an intact copy")
     shape = tuple(int(s) for s in np.frombuffer(buf, dtype=">i4", count=ndim, offset=4))
     offset = 4 + 4 * ndim
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(buf) - offset != expected:
-        raise ValueError(f"{path}: header announces shape {shape} ({expected} bytes) but "
+        raise DataError(f"{path}: header announces shape {shape} ({expected} bytes) but "
                          f"{len(buf) - offset} bytes follow")
     return np.frombuffer(buf, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -540,9 +554,11 @@ def _load_mnist_like(name: str) -> Callable[[Path | None, bool], _Raw]:
                 arrays = {k: read_idx(p) for k, p in files.items()}
                 for split in ("train", "test"):
                     x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-                    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or x.dtype != np.uint8:
-                        raise ValueError(f"{name}: unexpected IDX contents in {folder} ({split} images "
-                                         f"{x.shape} {x.dtype}, labels {y.shape})")
+                    if (x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or x.dtype != np.uint8
+                            or y.dtype.kind not in "ui"):
+                        raise DataError(f"{name}: unexpected IDX contents in {folder} ({split} images "
+                                        f"{x.shape} {x.dtype}, labels {y.shape} {y.dtype}; expected uint8 images "
+                                        f"(N, H, W) and as many integer labels)")
                 return _Raw(arrays["x_train"], arrays["y_train"].astype(np.int64), arrays["x_test"],
                             arrays["y_test"].astype(np.int64), 10, f"{folder} (IDX files)", classes)
 
@@ -592,15 +608,73 @@ _CIFAR = {  # name -> (folder, train files, test files, label key, meta file, na
 }
 
 
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    """The only globals a CIFAR batch may name: numpy's array, dtype and scalar reconstructors.
+
+    Found from numpy itself (``__reduce__``), so both ``numpy.core`` and ``numpy._core`` spellings load."""
+    allowed: dict[tuple[str, str], Any] = {}
+    for obj in (np.zeros(1).__reduce__()[0], np.zeros(1).__reduce_ex__(5)[0], np.float64(0).__reduce__()[0],
+                np.ndarray, np.dtype):
+        mod = obj.__module__
+        for m in {mod, mod.replace("numpy._core", "numpy.core"), mod.replace("numpy.core", "numpy._core")}:
+            allowed[(m, obj.__name__)] = obj
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = np.dtype
+    allowed[("_codecs", "encode")] = _latin1_encode  # how Python 3 writes bytes in protocol-2 pickles
+    return allowed
+
+
+def _latin1_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` restricted to what pickle protocol 2 needs: a ``str`` to ``latin1`` bytes."""
+    if not isinstance(obj, str) or encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
+        raise _Refused("refused _codecs.encode of something other than latin1 text")
+    return obj.encode("latin1", errors="strict")
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle that names a callable outside the allowed set (code, not data)."""
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, tuples, bytes, str, numbers and numpy arrays; refuses every other global.
+
+    A pickle runs code only through the callables its GLOBAL/STACK_GLOBAL opcodes name; refusing all but
+    numpy's array reconstructors means a crafted batch file cannot run anything."""
+
+    _allowed = _numpy_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise _Refused(f"refused global {module}.{name}") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _Refused("refused persistent id")
+
+
+def safe_unpickle(data: bytes, where: str = "pickle") -> Any:
+    """Unpickle ``data`` with :class:`_SafeUnpickler` (``encoding="bytes"`` for Python 2 pickles).
+
+    Raises :class:`DataError` for anything that is not plain data (code, objects, corrupt streams)."""
+    try:
+        return _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except _Refused as exc:
+        raise DataError(f"{where} is not a plain-data CIFAR batch ({exc}); it was not loaded, since unpickling "
+                        f"it could run code: replace it with the official files") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError, MemoryError) as exc:
+        raise DataError(f"{where} is not a readable CIFAR batch ({type(exc).__name__}); replace it with the "
+                        f"official files") from None
+
+
 def _unpickle(path: Path) -> dict[str, Any]:
     """Load one CIFAR pickle (written by Python 2, hence latin1/bytes keys) with str keys.
 
-    Only use this on files from a source you trust: unpickling can run arbitrary code.
-    """
-    with open(path, "rb") as f:
-        obj = pickle.load(f, encoding="bytes")
+    Read with :func:`safe_unpickle`: only plain data and numpy arrays, never code."""
+    obj = safe_unpickle(Path(path).read_bytes(), where=str(path))
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
+        raise DataError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
     return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
 
 
@@ -609,13 +683,19 @@ def _read_cifar_batches(paths: Sequence[Path], label_key: str) -> tuple[np.ndarr
     for p in paths:
         d = _unpickle(p)
         if "data" not in d or label_key not in d:
-            raise ValueError(f"{p}: CIFAR batch without 'data' and '{label_key}' entries (keys: {sorted(d)})")
-        data = np.asarray(d["data"], dtype=np.uint8)
+            raise DataError(f"{p}: CIFAR batch without 'data' and '{label_key}' entries (keys: {sorted(d)})")
+        data = d["data"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+            raise DataError(f"{p}: 'data' must be a uint8 numpy array (got {type(data).__name__}); replace it "
+                            f"with the official files")
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise ValueError(f"{p}: 'data' has shape {data.shape}, expected (N, 3072)")
-        labels = np.asarray(d[label_key], dtype=np.int64).reshape(-1)
+            raise DataError(f"{p}: 'data' has shape {data.shape}, expected (N, 3072)")
+        try:
+            labels = np.asarray(d[label_key], dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            raise DataError(f"{p}: '{label_key}' must be a list of integer labels") from None
         if len(labels) != len(data):
-            raise ValueError(f"{p}: {len(data)} images but {len(labels)} labels")
+            raise DataError(f"{p}: {len(data)} images but {len(labels)} labels")
         xs.append(data.reshape(-1, 3, 32, 32))  # rows are 1024 R, 1024 G, 1024 B values: already CHW
         ys.append(labels)
     return np.concatenate(xs), np.concatenate(ys)
@@ -676,6 +756,17 @@ def _load_cifar(name: str) -> Callable[[Path | None, bool], _Raw]:
 _GRAY_MODES = ("L", "1")
 
 
+def _open_image(path: Path):
+    """``PIL.Image.open`` with a one-line :class:`DataError` for files that are not images."""
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL.UnidentifiedImageError is an OSError
+        raise DataError(f"imagefolder: '{path}' is not a readable image ({type(exc).__name__}); remove or "
+                        f"replace the file") from None
+
+
 def _scan_split(split_dir: Path) -> tuple[list[str], list[tuple[Path, str]]]:
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -699,13 +790,12 @@ def _load_imagefolder(data_dir: Path | None, download: bool) -> _Raw:
     if not (train_dir.is_dir() and test_dir.is_dir()):
         raise DataNotFoundError(f"imagefolder data not found under '{data_dir}': pass --data-dir pointing at "
                                 f"a folder with {layout}")
-    from PIL import Image
 
     classes, train_items = _scan_split(train_dir)
     test_classes, test_items = _scan_split(test_dir)
     unknown = sorted(set(test_classes) - set(classes))
     if unknown:
-        raise ValueError(f"imagefolder: test classes {unknown} under '{test_dir}' have no training folder "
+        raise DataError(f"imagefolder: test classes {unknown} under '{test_dir}' have no training folder "
                          f"under '{train_dir}'")
     for split, split_items in (("train", train_items), ("test", test_items)):
         if not split_items:
@@ -718,11 +808,11 @@ def _load_imagefolder(data_dir: Path | None, download: bool) -> _Raw:
     first: Path | None = None
     gray = True
     for path, _ in items:  # pass 1: headers only (size and mode), no pixel decoding
-        with Image.open(path) as im:
+        with _open_image(path) as im:
             if size is None:
                 size, first = im.size, path
             elif im.size != size:
-                raise ValueError(f"imagefolder: image '{path}' is {im.size[0]}x{im.size[1]} (WxH) but "
+                raise DataError(f"imagefolder: image '{path}' is {im.size[0]}x{im.size[1]} (WxH) but "
                                  f"'{first}' is {size[0]}x{size[1]}; all images must have the same size "
                                  f"(resize them beforehand)")
             gray = gray and im.mode in _GRAY_MODES
@@ -730,8 +820,12 @@ def _load_imagefolder(data_dir: Path | None, download: bool) -> _Raw:
     mode, channels = ("L", 1) if gray else ("RGB", 3)
     arr = np.empty((len(items), channels, size[1], size[0]), dtype=np.uint8)
     for i, (path, _) in enumerate(items):  # pass 2: decode straight into the array
-        with Image.open(path) as im:
-            a = np.asarray(im.convert(mode) if im.mode != mode else im, dtype=np.uint8)
+        try:
+            with _open_image(path) as im:
+                a = np.asarray(im.convert(mode) if im.mode != mode else im, dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt pixel data
+            raise DataError(f"imagefolder: cannot decode '{path}' ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:120]}); remove or replace the file") from None
         arr[i] = a[None] if gray else a.transpose(2, 0, 1)
     labels = np.array([class_to_idx[c] for _, c in items], dtype=np.int64)
     n = len(train_items)

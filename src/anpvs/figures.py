@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .attacks import PGD, eval_mode
+from .errors import AnpvsError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ SURFACE_ROWS = ("at", "anp_vs")
 DEFAULT_EPS_FACTORS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 
 
-class FiguresUnavailable(RuntimeError):
+class FiguresUnavailable(AnpvsError, RuntimeError):
     """matplotlib is not installed (or there is nothing to draw from)."""
 
 
@@ -405,7 +406,9 @@ def draw_figures(out: str | Path, *, device: str = "auto", n_images: int | None 
     if not manifest_path.is_file():
         raise FiguresUnavailable(f"{str(out)!r} is not a reproduction folder (no reproduce.json); "
                                  f"run anpvs reproduce --out {out} first")
-    manifest = json.loads(manifest_path.read_text())
+    from .reproduce import read_manifest
+
+    manifest = read_manifest(manifest_path, FiguresUnavailable)
     opts = manifest.get("figures") or {}
     n_images = n_images or int(opts.get("n_images", 256))
     eps_factors = [float(f) for f in opts.get("eps_factors", DEFAULT_EPS_FACTORS)]

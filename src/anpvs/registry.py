@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from .errors import AnpvsError
+
 T = TypeVar("T")
+
+
+class UnknownNameError(AnpvsError, KeyError):
+    """A name that is not in a registry (a ``KeyError``; the message lists the valid names)."""
+
+    exit_code = 2
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class Registry(Generic[T]):
@@ -36,7 +47,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             valid = ", ".join(sorted(self._items))
-            raise KeyError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

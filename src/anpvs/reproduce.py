@@ -500,6 +500,26 @@ def _write_manifest(out: Path, proto: dict[str, Any], seeds: list[int], shown: l
     (out / "reproduce.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def read_manifest(path: Path, error: type[Exception]) -> dict[str, Any]:
+    """Read ``reproduce.json`` and check its shape; ``error`` (one line) when it is not what reproduce writes."""
+    fix = f"rerun anpvs reproduce --out {str(path.parent)!r} to rewrite it"
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{str(path)!r} is not valid JSON ({type(e).__name__}); {fix}") from None
+    ok = (isinstance(manifest, dict) and isinstance(manifest.get("runs"), dict)
+          and all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["runs"].items())
+          and isinstance(manifest.get("seeds"), list) and len(manifest["seeds"]) > 0
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in manifest["seeds"])
+          and isinstance(manifest.get("rows"), list)
+          and all(isinstance(r, dict) and isinstance(r.get("key"), str) and isinstance(r.get("label"), str)
+                  for r in manifest["rows"])
+          and isinstance(manifest.get("figures") or {}, dict))
+    if not ok:
+        raise error(f"{str(path)!r} lacks the runs, seeds or rows of a reproduction manifest; {fix}")
+    return manifest
+
+
 # --------------------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -81,18 +82,26 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
     (both default to 10). ``"autoattack"`` always runs beside ``"pgd"`` (``version="rand"`` when sampling).
     The sanity checks (d) and (e) of :mod:`anpvs.checks` run on the results: ``record["warnings"]``."""
     from .config import ConfigError
+    from .errors import check_output_file
 
+    name = ("eval_bb" if source else "eval") + ("_sampled" if sample_weights else "")
+    out = check_output_file(out if out is not None else Path(checkpoint).parent / f"{name}.json",
+                            inputs=[checkpoint, source])  # before the work, not after it
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
     dev = resolve_device(device)
     world = distributed.setup(dev)  # torchrun: the test set is sharded over ranks, rank 0 writes the record
     dev = distributed.device_for(dev, world)
     model, ckpt = load_model(checkpoint, map_location=dev)
     cfg = config_from_dict(ckpt["config"])
     e = cfg.eval
-    eps = e.eps if eps is None else eps
+    # The threat model defaults to the one the model was trained for (attack.eps / attack.norm of its run).
+    threat_source = "command line" if eps is not None else "training attack (attack.eps of the run's config)"
+    eps = cfg.attack.eps if eps is None else eps
     step_size = e.step_size if step_size is None else step_size
     steps = e.steps if steps is None else steps
     restarts = e.restarts if restarts is None else restarts
-    norm = norm or e.norm
+    norm = norm or cfg.attack.norm
     if eps < 0 or step_size <= 0 or steps < 1 or restarts < 1:
         raise ConfigError(f"invalid attack: eps={eps} must be >= 0, step_size={step_size} > 0, "
                           f"steps={steps} >= 1, restarts={restarts} >= 1")
@@ -124,18 +133,22 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
                        precision=precision or e.precision)
     metrics.update(efficiency(model))
     metrics["eval_time_s"] = round(time.time() - t0, 1)
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:  # finite weights can still overflow; a record of NaN would look like a result
+        from .checkpoint import CheckpointError
+
+        raise CheckpointError(f"evaluating {str(checkpoint)!r} gave non-finite {', '.join(bad[:3])} (the model's "
+                              f"outputs overflow); no record was written; check the checkpoint's run")
     attack_desc = {"name": "+".join(built), "norm": norm, "eps": eps, "eps_units": "pixel ([0,1] images)",
                    "step_size": step_size, "steps": steps, "restarts": restarts, "random_start": True,
                    "attack_seed": seed, "eot": eot, "sampled_weights": sample_weights, "ensemble": ensemble,
-                   "precision": precision or e.precision}
+                   "precision": precision or e.precision, "eps_source": threat_source}
     if "autoattack" in built:
         attack_desc["autoattack"] = built["autoattack"].describe()
     record = evaluation_record(
         model_name=ckpt["model_name"], method=cfg.method.name, dataset=data.name, seed=cfg.seed,
         attack=attack_desc, metrics=metrics, checkpoint=str(checkpoint), source=str(source) if source else None,
         extra={"data_source": data.source, "epochs": ckpt.get("epoch"), "warnings": check_metrics(metrics)})
-    name = ("eval_bb" if source else "eval") + ("_sampled" if sample_weights else "")
-    out = Path(out) if out else Path(checkpoint).parent / f"{name}.json"
     if world.is_main:
         write_record(record, out)
     record["record_path"] = str(out)

@@ -2,8 +2,9 @@
 
 A run directory holds ``config.yaml`` (the resolved config), ``log.jsonl`` (one JSON line per
 epoch) and ``checkpoint.pt`` (written atomically at the end of every epoch, with optimizer,
-scheduler and RNG states, so ``resume=True`` continues an interrupted run and reaches the same
-weights as an uninterrupted one on CPU).
+scheduler and RNG states and the epoch log, so ``resume=True`` continues an interrupted run, rebuilds
+``log.jsonl`` from the checkpoint and reaches the same weights as an uninterrupted one on CPU).
+A run holds the folder's lock (:mod:`anpvs.runlock`) from start to end; docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,15 +35,18 @@ from .checkpoint import (
 from .compact import attack_network
 from .config import Config, config_from_dict
 from .data import BatchLoader, load_dataset
+from .errors import AnpvsError, OutputError, RunInterrupted
+from .guards import DivergenceGuard, checkpoint_note
 from .methods import Method, build_method
 from .models import create_model
 from .pruning import mask_summary, named_masks
+from .runlock import MARKER_NAME, RunLock, clean_partial_writes, foreign_entries
 from .step import TrainStep, build_optimizers, lr_factor, make_optimizer, split_parameters
 
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(AnpvsError, RuntimeError):
     """Training cannot go on (diverged loss, collapsed layer, refusing to overwrite a run)."""
 
 
@@ -58,6 +63,15 @@ def resolve_device(name: str) -> torch.device:
         raise TrainingError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise TrainingError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+                            f"device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}, cpu or auto")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise TrainingError(f"device {name!r} requested but MPS (Apple GPU) is not available on this machine; "
+                            f"use --device cpu or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise TrainingError(f"device {name!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 
@@ -131,8 +145,77 @@ def validate(model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, attack:
     return {"val_clean_acc": round(clean, 2), f"val_pgd{attack.steps}_acc": round(robust, 2)}
 
 
-def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train a model as ``cfg`` says and return a summary ``{"run_dir", "checkpoint", "epoch", "metrics"}``."""
+def prepare_run_dir(out: str, *, force: bool = False) -> Path:
+    """Check ``--out`` before any work: a new, empty or anpvs run folder that can be written; create it.
+
+    A folder holding other files (someone's ``config.yaml``) is refused unless ``force``."""
+    if str(out).strip() == "":
+        raise OutputError("--out is empty; name the run folder, e.g. --out runs/at")
+    run_dir = Path(out).expanduser()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputError(f"--out {str(run_dir)!r} is a file; the run needs a folder: choose another --out")
+    base = run_dir
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise OutputError(f"--out {str(run_dir)!r} lies under {str(base)!r}, which is a file; choose another --out")
+    foreign = foreign_entries(run_dir)
+    if foreign and not force:
+        shown = ", ".join(foreign[:4]) + (" ..." if len(foreign) > 4 else "")
+        raise OutputError(f"--out {str(run_dir)!r} holds files that are not an anpvs run ({shown}); choose a new "
+                          f"or empty folder, or pass --force to train into it (its config.yaml and log.jsonl "
+                          f"would be replaced)")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {str(run_dir)!r} is not writable (no write permission in {str(base)!r}); "
+                          f"choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create --out {str(run_dir)!r} ({e.strerror or type(e).__name__}); "
+                          f"choose another --out") from None
+    return run_dir
+
+
+def fit(cfg: Config, *, resume: bool = False, progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """Train a model as ``cfg`` says and return a summary ``{"run_dir", "checkpoint", "epoch", "metrics"}``.
+
+    The run folder is checked and locked first (two runs never share one); files of a killed checkpoint
+    write are removed. SIGINT/SIGTERM (as :class:`~anpvs.errors.RunInterrupted`) abandon the current epoch;
+    the checkpoint of the last finished epoch stays and ``resume=True`` redoes the epoch exactly."""
+    created = not Path(cfg.out).expanduser().exists()
+    run_dir = prepare_run_dir(cfg.out, force=force)
+    try:
+        with RunLock(run_dir):
+            clean_partial_writes(run_dir)
+            return _fit_marked(cfg, run_dir, resume=resume, progress=progress)
+    finally:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a run that failed before writing anything leaves no folder behind
+
+
+def _fit_marked(cfg: Config, run_dir: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
+    """:func:`_fit` with the anpvs-run marker (kept once the run wrote its config) and the interrupt message."""
+    marker = run_dir / MARKER_NAME
+    wrote_marker = not (run_dir / "checkpoint.pt").exists() and not marker.exists()
+    if wrote_marker:
+        marker.touch()
+    try:
+        try:
+            return _fit(cfg, resume=resume, progress=progress)
+        except KeyboardInterrupt as e:
+            signum = e.signum if isinstance(e, RunInterrupted) else 2
+            ckpt_path = run_dir / "checkpoint.pt"
+            done = read_checkpoint(ckpt_path).get("epoch", 0) if ckpt_path.is_file() else 0
+            how = e.signame if isinstance(e, RunInterrupted) else "Ctrl-C"
+            raise RunInterrupted(signum, f"stopped by {how}; the unfinished epoch is dropped and "
+                                         f"{checkpoint_note(run_dir, done)}"
+                                         + ("; rerun with --resume to continue" if done else "")) from None
+    finally:
+        if wrote_marker and not (run_dir / "config.yaml").exists():
+            marker.unlink(missing_ok=True)
+
+
+def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     run_dir = Path(cfg.out)
     ckpt_path = run_dir / "checkpoint.pt"
     state = None
@@ -146,6 +229,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
             log.warning("resuming %s with the configuration saved in its checkpoint", run_dir)
         cfg = saved
         if state["epoch"] >= cfg.train.epochs:
+            _restore_log(run_dir / "log.jsonl", state["epoch"], state)
             log.info("%s is already complete (%d epochs)", run_dir, state["epoch"])
             return {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "epoch": state["epoch"],
                     "metrics": state.get("metrics", {})}
@@ -165,6 +249,8 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
                          drop_last=len(data.train) > cfg.train.batch_size, device=device,
                          shard=(world.rank, world.size))
     method = build_method(cfg, len(data.train))
+    guard = DivergenceGuard(data.num_classes)
+    method.loss = guard.watch(method.loss)  # records the starting loss; the training step is unchanged
     model = build_model(cfg, method, data.input_shape, data.num_classes)
     if state is None and cfg.init:
         init = read_checkpoint(cfg.init)
@@ -197,13 +283,16 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         start_epoch = state["epoch"]
+        guard.load_state_dict(state.get("guard"))
         log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
 
     log_path = run_dir / "log.jsonl"
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        _truncate_log(log_path, start_epoch)
+        epoch_log = _restore_log(log_path, start_epoch, state)
+    else:  # rank 0 owns the files; the others keep the same epoch log for the checkpoint it writes
+        epoch_log = [e for e in ((state or {}).get("log") or []) if e.get("epoch", 0) <= start_epoch]
 
     val_x = val_y = None
     if data.val is not None:
@@ -213,8 +302,8 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
     def check_loss(out: dict[str, Any]) -> None:
         bad = [k for k in ("loss", "mask_loss") if k in out and not torch.isfinite(out[k])]
         if bad:  # name the loss that diverged (mask_loss can go while loss is still finite)
-            raise TrainingError(f"{bad[0]} became {out[bad[0]].item()} at epoch {epoch + 1}; the last good "
-                                f"checkpoint is kept in {str(run_dir)!r}; lower train.lr or check the data")
+            raise TrainingError(f"{bad[0]} became {out[bad[0]].item()} at epoch {epoch + 1}; "
+                                f"{checkpoint_note(run_dir, epoch)}; lower train.lr or check the data")
 
     step = TrainStep(method, model, opt, precision=cfg.train.precision, check=check_loss,
                      grad_sync=distributed.all_reduce_grads if world.enabled else None)
@@ -252,6 +341,8 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
             metrics.update(validate(model, val_x, val_y, val_attack))
         metrics["epoch_time_s"] = round(time.time() - t0, 2)
         _check_collapse(model, cfg, epoch, run_dir, len(data.train))
+        guard.check_epoch(epoch, metrics, run_dir)
+        epoch_log.append({"epoch": epoch + 1, **metrics})
 
         ckpt = make_checkpoint(
             model, config=cfg.to_dict(), epoch=epoch + 1, metrics=metrics,
@@ -263,11 +354,12 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str
                  **({"ranks": distributed.all_gather_objects(torch.get_rng_state())} if world.enabled else {})},
             data={"name": data.name, "source": data.source, "num_classes": data.num_classes,
                   "input_shape": list(data.input_shape), "n_train": len(data.train)},
+            log=epoch_log, guard=guard.state_dict(),
         )
         if world.is_main:
             atomic_save(ckpt, ckpt_path)
             with log_path.open("a") as f:
-                f.write(json.dumps({"epoch": epoch + 1, **metrics}) + "\n")
+                f.write(json.dumps(epoch_log[-1]) + "\n")
             log.info("epoch %d/%d %s", epoch + 1, cfg.train.epochs, _brief(metrics))
         distributed.barrier()
     return {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "epoch": cfg.train.epochs, "metrics": metrics}
@@ -303,8 +395,26 @@ def _check_collapse(model: nn.Module, cfg: Config, epoch: int, run_dir: Path, n_
             n = cfg.method.kl_n or n_train
             raise TrainingError(
                 f"layer {name!r} collapsed to 0 active units at epoch {epoch + 1} with method.beta={cfg.method.beta} "
-                f"(beta*KL/N, N={n}); the last good checkpoint is kept in {str(run_dir)!r}; "
+                f"(beta*KL/N, N={n}); {checkpoint_note(run_dir, epoch)}; "
                 f"lower method.beta or raise method.kl_n")
+
+
+def _restore_log(path: Path, epochs_done: int, state: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The epoch log of the checkpoint, written back to ``log.jsonl``; returns it (to extend and save again).
+
+    A kill between the checkpoint write and the log append cannot lose or duplicate a line: the checkpoint
+    is the record. Checkpoints written before the log was stored in them keep the old truncation."""
+    saved = (state or {}).get("log")
+    if saved is None:
+        _truncate_log(path, epochs_done)
+        if not path.exists():
+            return []
+        return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    entries = [e for e in saved if isinstance(e, dict) and e.get("epoch", 0) <= epochs_done]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    os.replace(tmp, path)
+    return entries
 
 
 def _truncate_log(path: Path, epochs_done: int) -> None:

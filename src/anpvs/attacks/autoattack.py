@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from ..errors import AnpvsError
 from .base import NORMS, eval_mode
 
 INSTALL_HINT = "autoattack needs the optional extra: pip install 'anpvs[eval]'"
@@ -18,7 +19,7 @@ _AA_NORMS = {"linf": "Linf", "l2": "L2"}
 VERSIONS = ("standard", "plus", "rand")
 
 
-class OptionalDependencyError(ImportError):
+class OptionalDependencyError(AnpvsError, ImportError):
     """An optional extra that a requested feature needs is not installed."""
 
 

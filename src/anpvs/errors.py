@@ -1,0 +1,137 @@
+"""The project's error types and the checks of numbers and output paths shared by every command.
+
+Every anticipated failure raises a subclass of :class:`AnpvsError` whose message is one line that
+names the problem and the fix; the command line prints it as ``anpvs: error: <message>`` and exits with
+the class's :attr:`~AnpvsError.exit_code` (docs/reliability.md lists them). The concrete classes stay
+where they always were (``ConfigError`` in :mod:`anpvs.config`, ``CheckpointError`` in
+:mod:`anpvs.checkpoint`, ...); they also derive from the built-in exception they used to be, so
+``except ValueError`` around :func:`anpvs.data.load_dataset` keeps working.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+class AnpvsError(Exception):
+    """Base of every error anpvs raises on purpose (bad input, missing data, refused outputs, ...)."""
+
+    #: exit status of the command line (2: the command was wrong, 1: the input or the run failed)
+    exit_code: int = 1
+
+
+class DataError(AnpvsError, ValueError):
+    """A dataset on disk that cannot be used as it is (corrupt file, wrong format, bad labels or sizes)."""
+
+
+class OutputError(AnpvsError, OSError):
+    """An output path that cannot or must not be written (read-only, under a file, the input itself)."""
+
+    exit_code = 2
+
+
+class DeviceError(AnpvsError, RuntimeError):
+    """A device that does not exist on this machine."""
+
+    exit_code = 2
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the command (a ``KeyboardInterrupt``, so ``except Exception`` lets it pass).
+
+    ``exit_code`` is ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM), as a shell reports it."""
+
+    def __init__(self, signum: int, message: str | None = None) -> None:
+        import signal
+
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        name = signal.Signals(self.signum).name if self.signum in signal.Signals._value2member_map_ else str(signum)
+        self.signame = name
+        super().__init__(message or f"stopped by {name}")
+
+
+def finite(value: Any, what: str) -> float:
+    """``float(value)`` if it is a finite number, else :class:`ConfigError` naming ``what``."""
+    from .config import ConfigError
+
+    try:
+        v = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{what} must be a number (got {value!r})") from None
+    if not math.isfinite(v):
+        raise ConfigError(f"{what} must be a finite number (got {value!r})")
+    return v
+
+
+def finite_float(text: str) -> float:
+    """argparse ``type=``: a finite float (``nan``, ``inf`` and non-numbers are usage errors)."""
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def seed_int(text: str) -> int:
+    """argparse ``type=``: an integer seed that fits in 64 bits (torch and numpy refuse larger ones)."""
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not -2**63 <= v < 2**63:
+        raise argparse.ArgumentTypeError(f"seed {text} does not fit in 64 bits; use a smaller seed")
+    return v
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_file(path: str | os.PathLike[str], *, flag: str = "--out",
+                      inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Path:
+    """Refuse an output file that cannot be written, before any work starts; returns it as a ``Path``.
+
+    Refused: an empty name, an existing folder, a path under a file, a read-only folder, and any of
+    ``inputs`` (e.g. ``anpvs eval CKPT --out CKPT`` would overwrite the checkpoint with JSON)."""
+    if str(path).strip() == "":
+        raise OutputError(f"{flag} is empty; give a file name such as eval.json")
+    p = Path(path).expanduser()
+    for src in inputs:
+        if src is not None and (_same_file(p, Path(src)) or p.resolve() == Path(src).resolve()):
+            raise OutputError(f"{flag} {str(p)!r} is an input of this command; writing it would destroy it; "
+                              f"choose another {flag}")
+    if p.is_dir():
+        raise OutputError(f"{flag} {str(p)!r} is a folder; give a file name inside it, e.g. {str(p / 'eval.json')!r}")
+    base = _nearest_existing(p.parent)
+    if not base.is_dir():
+        raise OutputError(f"{flag} {str(p)!r} lies under {str(base)!r}, which is a file, not a folder; "
+                          f"choose another {flag}")
+    if not os.access(base, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise OutputError(f"{flag} {str(p)!r} is not writable (no write permission in {str(base)!r}); "
+                          f"choose another {flag}")
+    return p
+
+
+__all__ = ["AnpvsError", "DataError", "DeviceError", "OutputError", "RunInterrupted", "check_output_file",
+           "finite", "finite_float", "seed_int"]
