@@ -1,6 +1,7 @@
 """Cost of one training step per method, relative to Standard, on LeNet5-Caffe (batch 64).
 
-Each method's step (method loss + backward + optimizer step) is timed in the same process,
+Each method's step is :class:`anpvs.step.TrainStep`, the callable ``fit()`` runs (method loss, one or two
+backward passes, both optimizers and schedulers, the method's hook), timed in the same process,
 interleaved over rounds; the JSON gives ms/step and the ratio to Standard. Usage:
 ``python benchmarks/bench_train_step.py [--methods standard,at,anp_vs] [--steps 10]``.
 """
@@ -15,28 +16,17 @@ import torch
 
 from anpvs.config import build_config
 from anpvs.methods import METHODS, build_method
-from anpvs.train import build_model, make_optimizer, split_parameters
+from anpvs.step import TrainStep, build_optimizers
+from anpvs.train import build_model
 
 
 def make_step(method_name: str, pgd_steps: int):
     cfg = build_config({"method.name": method_name, "attack.steps": pgd_steps})
     method = build_method(cfg, n_train=60000)
     model = build_model(cfg, method, (1, 28, 28), 10).train()
-    masks, decay, no_decay = split_parameters(model)
-    opt = make_optimizer(cfg, [{"params": decay + no_decay + masks}], cfg.train.lr)
+    step = TrainStep(method, model, build_optimizers(cfg, model, total_steps=10**6))
     x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
-
-    def step() -> None:
-        out = method.loss(model, x, y)
-        opt.zero_grad(set_to_none=True)
-        if masks and "mask_loss" in out:
-            out["mask_loss"].backward(inputs=masks, retain_graph=True)
-            out["loss"].backward(inputs=decay + no_decay)
-        else:
-            out["loss"].backward()
-        opt.step()
-
-    return step
+    return lambda: step(x, y)
 
 
 def main() -> None:
