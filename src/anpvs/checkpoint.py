@@ -92,11 +92,73 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model stored in a checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
+    """Rebuild the model stored in a checkpoint; returns ``(model in eval mode, checkpoint dict)``.
+
+    A compacted checkpoint (``anpvs compact``, a ``"compact"`` entry) rebuilds its
+    :class:`~anpvs.compact.CompactLeNet5Caffe` / :class:`~anpvs.compact.CompactVGG16` from the shapes of
+    its state dict."""
     ckpt = read_checkpoint(path, map_location)
+    if "compact" in ckpt:
+        return _load_compact(path, ckpt).to(map_location).eval(), ckpt
     model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(map_location).eval(), ckpt
+
+
+def _load_compact(path: str | Path, ckpt: dict[str, Any]) -> nn.Module:
+    from .compact import compact_from_state_dict
+
+    info = ckpt["compact"]
+    try:
+        model = compact_from_state_dict(ckpt["state_dict"], bn_eps=float(ckpt["model_kwargs"].get("bn_eps", 1e-3)))
+        model.source_units = [int(u) for u in info["source_active_units"]]
+        model.source_model_name = str(info["source_model_name"])
+        model.source_model_kwargs = dict(info["source_model_kwargs"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{str(path)!r} is not a readable compacted anpvs checkpoint "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    model.model_name = ckpt["model_name"]
+    model.model_kwargs = dict(ckpt["model_kwargs"])
+    return model
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_compact_checkpoint(net: nn.Module, source_ckpt: dict[str, Any], *, source: str | Path,
+                            source_sha256: str) -> dict[str, Any]:
+    """The checkpoint of a compacted network: its state dict, the source checkpoint's config, data
+    description, epoch and metrics, and a ``"compact"`` entry (source path and SHA-256, source model, its
+    active units, the compacted layer widths) that :func:`load_model` rebuilds it from."""
+    from .compact import CompactVGG16, compact_widths
+
+    kwargs: dict[str, Any] = {k: v for k, v in source_ckpt["model_kwargs"].items() if k in ("num_classes", "in_channels")}
+    if isinstance(net, CompactVGG16):
+        kwargs["bn_eps"] = float(net.bns[0].eps)
+    ckpt = make_checkpoint(net, config=source_ckpt.get("config"), epoch=source_ckpt.get("epoch", 0),
+                           metrics=source_ckpt.get("metrics"))
+    ckpt["model_name"] = f"{net.arch}_compact"
+    ckpt["model_kwargs"] = kwargs
+    if "data" in source_ckpt:
+        ckpt["data"] = source_ckpt["data"]
+    ckpt["compact"] = {
+        "source": str(source),
+        "source_sha256": source_sha256,
+        "source_model_name": source_ckpt["model_name"],
+        "source_model_kwargs": dict(source_ckpt["model_kwargs"]),
+        "source_active_units": list(net.source_units),
+        "widths": compact_widths(net),
+        "latent_maps": getattr(net, "latent_maps", None) is not None,
+    }
+    return ckpt
 
 
 def head_parameter_names(model: nn.Module) -> list[str]:

@@ -75,6 +75,7 @@ __all__ = [
     "compact_from_state_dict",
     "compact_pair",
     "compact_stats",
+    "compact_widths",
     "deployable",
     "example_shape",
     "is_compact",
@@ -546,6 +547,16 @@ def compact(model: nn.Module, *, latents: bool = False) -> nn.Module:
     net.source_model_name = getattr(model, "model_name", None)
     net.source_model_kwargs = dict(getattr(model, "model_kwargs", {}))
     return net.eval()
+
+
+def compact_widths(net: nn.Module) -> dict[str, int]:
+    """Layer widths of a compacted network, e.g. ``{"conv1": 4, "conv2": 23, "dense3_in": 61, "dense3": 129}``."""
+    if isinstance(net, CompactLeNet5Caffe):
+        return {"conv1": net.conv1.out_channels, "conv2": net.conv2.out_channels,
+                "dense3_in": net.dense3.in_features, "dense3": net.dense3.out_features}
+    if isinstance(net, CompactVGG16):
+        return {**{f"conv{i + 1}": c.out_channels for i, c in enumerate(net.convs)}, "dense14": net.dense14.out_features}
+    raise TypeError(f"not a compacted network: {type(net).__name__}")
 
 
 def is_compact(model: nn.Module) -> bool:

@@ -59,6 +59,7 @@ class EvalConfig:
     restarts: int = 1
     norm: str = "linf"
     batch_size: int = 500
+    latency: bool = True  # time the masked vs the compacted network (B=1, B=256) in every evaluation record
 
 
 @dataclass

@@ -72,13 +72,15 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
                         data_dir: str | None = None, test_limit: int | None = None, batch_size: int | None = None,
                         seed: int = 0, device: str = "auto", out: str | Path | None = None,
                         progress: bool = False, eot: int | None = None, sample_weights: bool = False,
-                        ensemble: int | None = None) -> dict[str, Any]:
+                        ensemble: int | None = None, latency: bool | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on its dataset's test set and write one JSON record; returns the record.
 
     ``eot``: PGD/FGSM gradients averaged over this many forwards. ``sample_weights``: a Bayesian model samples
     its weights in eval mode; predictions average the softmax of ``ensemble`` forwards and the attacks use EOT
     (both default to 10). ``"autoattack"`` always runs beside ``"pgd"`` (``version="rand"`` when sampling).
-    The sanity checks (d) and (e) of :mod:`anpvs.checks` run on the results: ``record["warnings"]``."""
+    The sanity checks (d) and (e) of :mod:`anpvs.checks` run on the results: ``record["warnings"]``.
+    ``latency`` (default: the run's ``eval.latency``) adds the wall-clock latency of the masked and the
+    compacted network (:func:`anpvs.evaluate.efficiency`), measured after the attacks."""
     from .config import ConfigError
 
     dev = resolve_device(device)
@@ -116,7 +118,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
     t0 = time.time()
     metrics = evaluate(model, data.test.images, data.test.labels, built, source=src_model,
                        batch_size=batch_size or e.batch_size, seed=seed, progress=progress, ensemble=ensemble)
-    metrics.update(efficiency(model))
+    metrics.update(efficiency(model, latency=e.latency if latency is None else latency))
     metrics["eval_time_s"] = round(time.time() - t0, 1)
     attack_desc = {"name": "+".join(built), "norm": norm, "eps": eps, "eps_units": "pixel ([0,1] images)",
                    "step_size": step_size, "steps": steps, "restarts": restarts, "random_start": True,
@@ -151,9 +153,26 @@ def format_eval(record: dict[str, Any]) -> str:
     lines.append(f"  active units {m['active_units']}  unit sparsity {m['unit_sparsity']:.2f}%  "
                  f"memory {m['memory_pct']:.2f}%  FLOPs x{m['flops_speedup']:.2f}  "
                  f"weight sparsity {m['weight_sparsity']:.2f}%  params {m['params']}")
+    lines += format_cost(m)
     lines += [f"  warning: {w}" for w in record.get("warnings", [])]
     lines.append(f"  record: {record.get('record_path', '-')}")
     return "\n".join(lines)
+
+
+def format_cost(m: dict[str, Any]) -> list[str]:
+    """The compacted network's size and measured cost lines of :func:`format_eval` (none for records
+    without them)."""
+    lines = []
+    if "compact_params" in m:
+        counted = m.get("counted_flops_speedup", m.get("measured_speedup"))  # older records: measured_speedup
+        lines.append(f"  compacted: params {m['compact_params']}  {m['compact_bytes'] / 1024:.1f} KiB  "
+                     f"FLOPs x{m['flops_speedup']:.2f} analytic, x{counted:.2f} counted (FlopCounterMode)")
+    if "latency_ms" in m:
+        ms = m["latency_ms"]
+        cells = [f"B={b[1:]} {ms['masked'][b]:.3g} -> {ms['compact'][b]:.3g} ms (x{m[f'wallclock_speedup_{b}']:.2f})"
+                 for b in ("b1", "b256")]
+        lines.append(f"  latency masked -> compacted, {m['latency_device']}: " + ", ".join(cells))
+    return lines
 
 
 # The demo: real MNIST digits bundled in the package, budgets that fit a 2-core CPU in minutes.
