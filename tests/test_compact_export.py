@@ -214,6 +214,7 @@ def test_compact_rejects_bad_input(pruned_checkpoint: Path, tmp_path: Path, caps
     assert "already a compacted checkpoint" in err
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_export_takes_images_and_returns_the_logits(pruned_checkpoint: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["compact", str(pruned_checkpoint), "--export", "torchscript"]) == 0
@@ -232,6 +233,7 @@ def test_torchscript_export_takes_images_and_returns_the_logits(pruned_checkpoin
                     "--out", str(path.with_name("again.ts"))]) == 0
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_export_of_vgg_keeps_normalization_inside(tmp_path: Path) -> None:
     net = deployable(compact(_pruned_vgg(), latents=True))
     x = reference_images((3, 32, 32), n=4)

@@ -140,7 +140,8 @@ def make_compact_checkpoint(net: nn.Module, source_ckpt: dict[str, Any], *, sour
     active units, the compacted layer widths) that :func:`load_model` rebuilds it from."""
     from .compact import CompactVGG16, compact_widths
 
-    kwargs: dict[str, Any] = {k: v for k, v in source_ckpt["model_kwargs"].items() if k in ("num_classes", "in_channels")}
+    kwargs: dict[str, Any] = {k: v for k, v in source_ckpt["model_kwargs"].items()
+                              if k in ("num_classes", "in_channels")}
     if isinstance(net, CompactVGG16):
         kwargs["bn_eps"] = float(net.bns[0].eps)
     ckpt = make_checkpoint(net, config=source_ckpt.get("config"), epoch=source_ckpt.get("epoch", 0),

@@ -61,11 +61,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .metrics.efficiency import measured_flops
-from .pruning import active_units
 from .models.base import InputNormalize
 from .models.lenet5_caffe import LeNet5Caffe
 from .models.vgg16 import AFTER_BLOCK, VGG16
 from .nn.beta_bernoulli import BetaBernoulliDropout
+from .pruning import active_units
 
 __all__ = [
     "CompactLeNet5Caffe",
@@ -567,7 +567,8 @@ def compact_widths(net: nn.Module) -> dict[str, int]:
         return {"conv1": net.conv1.out_channels, "conv2": net.conv2.out_channels,
                 "dense3_in": net.dense3.in_features, "dense3": net.dense3.out_features}
     if isinstance(net, CompactVGG16):
-        return {**{f"conv{i + 1}": c.out_channels for i, c in enumerate(net.convs)}, "dense14": net.dense14.out_features}
+        convs = {f"conv{i + 1}": c.out_channels for i, c in enumerate(net.convs)}
+        return {**convs, "dense14": net.dense14.out_features}
     raise TypeError(f"not a compacted network: {type(net).__name__}")
 
 

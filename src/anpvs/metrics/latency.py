@@ -14,6 +14,7 @@ import contextlib
 import statistics
 import time
 from collections.abc import Mapping, Sequence
+
 import torch
 from torch import nn
 
@@ -81,5 +82,6 @@ def latency_device(device: torch.device | str) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        return f"cpu ({n} thread{'s' if n > 1 else ''})"
     return str(device)
