@@ -265,3 +265,16 @@ def test_onnx_export_without_onnx_names_the_extra(pruned_checkpoint: Path, monke
     assert_one_line_error(err)
     assert "pip install 'anpvs[onnx]'" in err
     assert not pruned_checkpoint.with_name("checkpoint.compact.onnx").exists()
+
+
+def test_eval_latency_false_in_the_config_skips_the_timing(pruned_checkpoint: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = torch.load(pruned_checkpoint, weights_only=True)
+    ckpt["config"]["eval"]["latency"] = False
+    quiet = tmp_path / "quiet.pt"
+    atomic_save(ckpt, quiet)
+    assert run_cli(["eval", str(quiet), "--steps", "1", "--device", "cpu", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    m = _metrics(tmp_path / "eval.json")
+    assert "latency_ms" not in m and "wallclock_speedup_b256" not in m and "latency masked" not in printed
+    assert m["counted_flops_speedup"] > 1.0 and "compacted: params" in printed
