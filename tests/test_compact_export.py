@@ -186,16 +186,19 @@ def test_compacted_checkpoint_evaluates_like_its_masked_source(pruned_checkpoint
     assert bc["bb_pgd_vulnerability"] == pytest.approx(bm["bb_pgd_vulnerability"], abs=2e-5)
 
     # with latency (the default): the printout and the record carry the measured cost
-    assert run_cli(["eval", str(small), "--steps", "1", "--device", "cpu", "--quiet",
-                    "--out", str(tmp_path / "lat.json")]) == 0
+    # (written beside the compacted checkpoint as eval_compact.json: the source's eval.json is left alone)
+    (small.parent / "eval.json").write_text("{}")
+    assert run_cli(["eval", str(small), "--steps", "1", "--device", "cpu", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "latency masked -> compacted" in printed and "counted (FlopCounterMode)" in printed
-    lat = _metrics(tmp_path / "lat.json")
+    assert (small.parent / "eval.json").read_text() == "{}"
+    lat = _metrics(small.parent / "eval_compact.json")
     assert lat["latency_ms"]["compact"]["b256"] > 0 and lat["wallclock_speedup_b256"] > 0
 
     assert run_cli(["check", str(small), "--test-limit", "32", "--steps", "2", "--device", "cpu", "--quiet",
                     "--eps-sweep", "0,0.3,1.0"]) == 0
-    assert "eps" in capsys.readouterr().out and (small.parent / "check.json").is_file()
+    assert "eps" in capsys.readouterr().out and (small.parent / "check_compact.json").is_file()
+    assert not (small.parent / "check.json").exists()
 
 
 def test_compact_rejects_bad_input(pruned_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

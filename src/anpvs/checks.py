@@ -255,7 +255,7 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
         metrics={"n": len(data.test), "clean_acc": clean_acc, "sweep": rows}, checkpoint=str(checkpoint),
         extra={"checks": found, "warnings": all_warnings, "probe_size": len(x),
                "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-    out = Path(out) if out else Path(checkpoint).parent / "check.json"
+    out = Path(out) if out else Path(checkpoint).parent / ("check_compact.json" if "compact" in ckpt else "check.json")
     write_record(record, out)
     record["record_path"] = str(out)
     return record

@@ -129,7 +129,9 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
         model_name=ckpt["model_name"], method=cfg.method.name, dataset=data.name, seed=cfg.seed,
         attack=attack_desc, metrics=metrics, checkpoint=str(checkpoint), source=str(source) if source else None,
         extra={"data_source": data.source, "epochs": ckpt.get("epoch"), "warnings": check_metrics(metrics)})
-    name = ("eval_bb" if source else "eval") + ("_sampled" if sample_weights else "")
+    # a compacted checkpoint usually sits beside its source: its records must not replace the source's
+    name = ("eval_bb" if source else "eval") + ("_sampled" if sample_weights else "") + (
+        "_compact" if "compact" in ckpt else "")
     out = Path(out) if out else Path(checkpoint).parent / f"{name}.json"
     write_record(record, out)
     record["record_path"] = str(out)
