@@ -278,11 +278,36 @@ def pgd40_case(rounds: int, reps: int) -> dict:
             "max_adv_diff": (a - b).abs().max().item()}
 
 
+def profile_at_step(batch: int, steps: int = 5) -> list[dict]:
+    """Per-operator self CPU time of anpvs's AT step (fp32) beside each operator's FLOPs and GFLOP/s."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x, y = digits(batch)
+    _, _, _, step = anpvs_step("at", {}, (1, 28, 28))
+    step(x, y)
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        for _ in range(steps):
+            step(x, y)
+    rows = []
+    for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]:
+        ms = e.self_cpu_time_total / 1e3 / steps
+        flops = (e.flops or 0) / steps
+        rows.append({"op": e.key, "ms_per_step": round(ms, 2), "calls_per_step": e.count // steps,
+                     "gflop_per_step": round(flops / 1e9, 3),
+                     "gflop_per_s": round(flops / 1e9 / (ms / 1e3), 1) if flops and ms else None})
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
     p.add_argument("--quick", action="store_true", help="1 round of 1 call each (a smoke test)")
+    p.add_argument("--profile", action="store_true", help="print only the per-operator profile of the AT step")
     args = p.parse_args()
+    if args.profile:
+        print(json.dumps({"benchmark": "at_step_profile", "b64": profile_at_step(64), "b256": profile_at_step(256)},
+                         indent=1))
+        return
     rounds, reps = (1, 1) if args.quick else (args.rounds, 3)
     torch.manual_seed(0)
     sgemm = sgemm_gflops()

@@ -98,7 +98,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"checkpoint.pt of an anpvs run") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an anpvs checkpoint (no '{FORMAT}' header)")
-    if any(k in ckpt for k in ("model_name", "model_kwargs", "state_dict")):  # a model checkpoint (not a bare header)
+    if "compact" in ckpt:  # a compacted network (anpvs compact): no registry model, checked on its own terms
+        _validate_compact(ckpt, str(path))
+    elif any(k in ckpt for k in ("model_name", "model_kwargs", "state_dict")):  # a model checkpoint
         validate_checkpoint(ckpt, str(path))
     return ckpt
 
@@ -170,12 +172,94 @@ def validate_checkpoint(ckpt: dict[str, Any], where: str = "checkpoint") -> None
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model stored in a checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
+    """Rebuild the model stored in a checkpoint; returns ``(model in eval mode, checkpoint dict)``.
+
+    A compacted checkpoint (``anpvs compact``, a ``"compact"`` entry) rebuilds its
+    :class:`~anpvs.compact.CompactLeNet5Caffe` / :class:`~anpvs.compact.CompactVGG16` from the shapes of
+    its state dict."""
     ckpt = read_checkpoint(path, map_location)
-    validate_checkpoint(ckpt, str(path))
+    if "compact" in ckpt:
+        return _load_compact(path, ckpt).to(map_location).eval(), ckpt
     model = create_model(ckpt["model_name"], **ckpt["model_kwargs"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(map_location).eval(), ckpt
+
+
+def is_compact_checkpoint(path: str | Path) -> bool:
+    """Whether the checkpoint at ``path`` holds a compacted network (``anpvs compact``)."""
+    return "compact" in read_checkpoint(path)
+
+
+def _validate_compact(ckpt: dict[str, Any], where: str) -> None:
+    """Checks of a compacted checkpoint before its network is rebuilt from the state dict's shapes (the
+    tensors are already in memory, so rebuilding allocates no more than they hold)."""
+    sd = ckpt.get("state_dict")
+    if not isinstance(sd, dict) or not all(isinstance(t, torch.Tensor) for t in sd.values()):
+        raise _bad(where, "state_dict is not a mapping of names to tensors")
+    if not isinstance(ckpt.get("compact"), dict) or not isinstance(ckpt.get("model_kwargs"), dict):
+        raise _bad(where, "its compact / model_kwargs entries are not mappings")
+    if ckpt.get("model_name") not in ("lenet5_caffe_compact", "vgg16_compact"):
+        raise _bad(where, f"unknown compacted model {ckpt.get('model_name')!r}")
+    bad = [k for k, t in sd.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{where}: weights {', '.join(bad[:3])} hold NaN or inf; recompact a good checkpoint")
+
+
+def _load_compact(path: str | Path, ckpt: dict[str, Any]) -> nn.Module:
+    from .compact import compact_from_state_dict
+
+    info = ckpt["compact"]
+    try:
+        model = compact_from_state_dict(ckpt["state_dict"], bn_eps=float(ckpt["model_kwargs"].get("bn_eps", 1e-3)))
+        model.source_units = [int(u) for u in info["source_active_units"]]
+        model.source_model_name = str(info["source_model_name"])
+        model.source_model_kwargs = dict(info["source_model_kwargs"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{str(path)!r} is not a readable compacted anpvs checkpoint "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    model.model_name = ckpt["model_name"]
+    model.model_kwargs = dict(ckpt["model_kwargs"])
+    return model
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_compact_checkpoint(net: nn.Module, source_ckpt: dict[str, Any], *, source: str | Path,
+                            source_sha256: str) -> dict[str, Any]:
+    """The checkpoint of a compacted network: its state dict, the source checkpoint's config, data
+    description, epoch and metrics, and a ``"compact"`` entry (source path and SHA-256, source model, its
+    active units, the compacted layer widths) that :func:`load_model` rebuilds it from."""
+    from .compact import CompactVGG16, compact_widths
+
+    kwargs: dict[str, Any] = {k: v for k, v in source_ckpt["model_kwargs"].items()
+                              if k in ("num_classes", "in_channels")}
+    if isinstance(net, CompactVGG16):
+        kwargs["bn_eps"] = float(net.bns[0].eps)
+    ckpt = make_checkpoint(net, config=source_ckpt.get("config"), epoch=source_ckpt.get("epoch", 0),
+                           metrics=source_ckpt.get("metrics"))
+    ckpt["model_name"] = f"{net.arch}_compact"
+    ckpt["model_kwargs"] = kwargs
+    if "data" in source_ckpt:
+        ckpt["data"] = source_ckpt["data"]
+    ckpt["compact"] = {
+        "source": str(source),
+        "source_sha256": source_sha256,
+        "source_model_name": source_ckpt["model_name"],
+        "source_model_kwargs": dict(source_ckpt["model_kwargs"]),
+        "source_active_units": list(net.source_units),
+        "widths": compact_widths(net),
+        "latent_maps": getattr(net, "latent_maps", None) is not None,
+    }
+    return ckpt
 
 
 def head_parameter_names(model: nn.Module) -> list[str]:

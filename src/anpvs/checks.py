@@ -213,7 +213,7 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
                      out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """``anpvs check``: checks (a) to (c) on a test batch, an eps sweep with checks (d) and (f); writes
     ``check.json`` beside the checkpoint (or to ``out``) and returns the record (``"warnings"``: all texts)."""
-    from .checkpoint import load_model
+    from .checkpoint import is_compact_checkpoint, load_model
     from .config import ConfigError, config_from_dict
     from .data import load_dataset
     from .errors import check_output_file
@@ -221,7 +221,9 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
     from .runner import sampling_setup
     from .train import resolve_device
 
-    out = check_output_file(out if out is not None else Path(checkpoint).parent / "check.json",
+    # a compacted checkpoint usually sits beside its source: its record must not replace the source's
+    default = "check_compact.json" if out is None and is_compact_checkpoint(checkpoint) else "check.json"
+    out = check_output_file(out if out is not None else Path(checkpoint).parent / default,
                             inputs=[checkpoint])  # before the work, not after it
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")

@@ -1,4 +1,4 @@
-"""Command line: ``anpvs train | eval | check | demo | reproduce | figures | audit`` (``anpvs --help``).
+"""Command line: ``anpvs train | eval | check | compact | demo | reproduce | figures | audit`` (``anpvs --help``).
 
 Invalid input ends with a one-line ``anpvs: error: ...`` message and a non-zero exit status (2: a wrong
 command, 1: the input or the run failed; 130/143: stopped by SIGINT/SIGTERM; docs/reliability.md).
@@ -90,7 +90,23 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"],
                    help="compute the adversarial examples under bf16 autocast (default: eval.precision, fp32)")
     p.add_argument("--out", help="JSON record path (default: eval.json next to the checkpoint)")
+    p.add_argument("--no-latency", dest="latency", action="store_false", default=None,
+                   help="skip the wall-clock latency of the masked vs compacted network (default: the run's "
+                        "eval.latency, on)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_compact_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compact", help="save the physically compacted network of a checkpoint (pruned units "
+                                       "removed) as a checkpoint, or export it to TorchScript / ONNX",
+                       description="Compact a LeNet5-Caffe or VGG-16 checkpoint. The compacted checkpoint "
+                                   "evaluates like its source (anpvs eval / check / --attack-source); the "
+                                   "exported files take [0, 1] images and return logits.")
+    p.add_argument("checkpoint", help="checkpoint.pt of a run (or a compacted checkpoint, with --export)")
+    p.add_argument("--export", choices=["torchscript", "onnx"],
+                   help="write a TorchScript or ONNX file instead (onnx needs pip install 'anpvs[onnx]')")
+    p.add_argument("--out", help="output file (default: beside the checkpoint, e.g. checkpoint.compact.pt, "
+                                 ".compact.ts, .compact.onnx)")
 
 
 def _add_check_parser(sub: argparse._SubParsersAction) -> None:
@@ -178,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_eval_parser(sub)
     _add_check_parser(sub)
+    _add_compact_parser(sub)
     _add_demo_parser(sub)
     _add_reproduce_parser(sub)
     _add_figures_parser(sub)
@@ -228,12 +245,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
             steps=args.steps, restarts=args.restarts, norm=args.norm, source=args.attack_source,
             data_dir=args.data_dir, test_limit=args.test_limit, batch_size=args.batch_size, seed=args.seed,
             device=args.device, out=args.out, progress=not args.quiet, eot=args.eot,
-            sample_weights=args.sample_weights, ensemble=args.ensemble, precision=args.precision)
+            sample_weights=args.sample_weights, ensemble=args.ensemble, precision=args.precision,
+            latency=args.latency)
     from . import distributed
 
     if distributed.current().is_main:
         print(format_eval(record))
     distributed.teardown()
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from .export import compact_checkpoint, format_compact
+
+    print(format_compact(compact_checkpoint(args.checkpoint, out=args.out, export=args.export)))
     return 0
 
 
@@ -303,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    commands = {"train": cmd_train, "eval": cmd_eval, "check": cmd_check, "demo": cmd_demo,
+    commands = {"train": cmd_train, "eval": cmd_eval, "check": cmd_check, "compact": cmd_compact, "demo": cmd_demo,
                 "reproduce": cmd_reproduce, "figures": cmd_figures, "audit": cmd_audit}
 
     def fail(status: int, message: str) -> None:

@@ -66,6 +66,7 @@ from .models.lenet5_caffe import LeNet5Caffe
 from .models.vgg16 import AFTER_BLOCK, VGG16
 from .nn.beta_bernoulli import BetaBernoulliDropout
 from .nn.fast import FastConv2d, max_pool2d
+from .pruning import active_units
 
 __all__ = [
     "CompactLeNet5Caffe",
@@ -74,8 +75,15 @@ __all__ = [
     "attack_network",
     "compact",
     "compact_from_state_dict",
+    "compact_pair",
     "compact_stats",
+    "compact_widths",
+    "deployable",
+    "example_shape",
     "has_masks",
+    "is_compact",
+    "masked_reference",
+    "max_pool2x2",
 ]
 
 
@@ -129,6 +137,26 @@ class ConstantInputConv2d(nn.Conv2d):
         return super().forward(x) + self.constant_map(x.shape[-2], x.shape[-1]).to(x.dtype)
 
 
+def max_pool2x2(x: Tensor) -> Tensor:
+    """``F.max_pool2d(x, 2)`` (2x2 windows, stride 2, odd rows / columns dropped) as two elementwise maxima
+    of strided views: the same values, and on CPU several times faster than PyTorch's max-pool kernel on
+    NCHW tensors (which at the compacted widths costs more than the convolutions, see docs/compact.md)."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :h, :w]
+    rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+    return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+
+
+def _pool(x: Tensor) -> Tensor:
+    """2x2 max-pool of the compacted networks: :func:`max_pool2x2` for inference; when autograd records (an
+    attack), ``F.max_pool2d`` (:func:`anpvs.nn.fast.max_pool2d`), whose gradient goes to one element of a
+    window. ``torch.maximum`` splits the gradient of tied elements, which are common in MNIST's constant
+    background, so its input gradients would differ from the masked network's, not just by rounding."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return max_pool2d(x, 2)
+    return max_pool2x2(x)
+
+
 class CompactLeNet5Caffe(nn.Module):
     """LeNet5-Caffe with ``c1``, ``c2`` conv channels, ``f3`` dense3 inputs and ``h4`` hidden units.
 
@@ -140,7 +168,8 @@ class CompactLeNet5Caffe(nn.Module):
     arch = "lenet5_caffe"
 
     def __init__(self, c1: int, c2: int, f3: int, h4: int, num_classes: int = 10, in_channels: int = 1, *,
-                 gather: bool = False) -> None:
+                 gather: bool = False, latents: Sequence[tuple[int, int]] | None = None, probe2: int = 0,
+                 probe3: int = 0) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.conv1 = FastConv2d(in_channels, c1, 5)
@@ -148,13 +177,39 @@ class CompactLeNet5Caffe(nn.Module):
         self.register_buffer("dense3_index", torch.zeros(f3, dtype=torch.long) if gather else None)
         self.dense3 = nn.Linear(f3, h4)
         self.dense4 = nn.Linear(h4, num_classes)
+        # latent maps (evaluation only, see _LatentMaps): conv2 channels and dense3 units that the masked
+        # model computes (and the vulnerability compares) but that do not reach the logits
+        self.latent_maps = _LatentMaps(latents) if latents else None
+        self.conv2_probe = nn.Conv2d(c1, probe2, 5) if probe2 else None
+        self.dense3_probe = nn.Linear(f3, probe3) if probe3 else None
+
+    def latent_names(self) -> list[str]:
+        return ["conv1", "conv2", "dense3"]
 
     def forward(self, x: Tensor) -> Tensor:
-        h = max_pool2d(F.relu(self.conv1(x)), 2)
-        h = max_pool2d(F.relu(self.conv2(h)), 2).flatten(1)
+        # ReLU after the pool: the same values (ReLU is monotone), on a quarter of the elements
+        h = F.relu(_pool(self.conv1(x)))
+        h = F.relu(_pool(self.conv2(h))).flatten(1)
         if self.dense3_index is not None:
             h = h.index_select(1, self.dense3_index)
         return self.dense4(F.relu(self.dense3(h)))
+
+    def forward_intermediates(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """``(logits, latents)``; with latent maps the latents are the masked model's, full width."""
+        a1 = F.relu(self.conv1(x))
+        p1 = _pool(a1)
+        a2 = F.relu(self.conv2(p1))
+        h = _pool(a2).flatten(1)
+        if self.dense3_index is not None:
+            h = h.index_select(1, self.dense3_index)
+        a3 = F.relu(self.dense3(h))
+        logits = self.dense4(a3)
+        if self.latent_maps is None:
+            return logits, [a1, a2, a3]
+        extra2 = [F.relu(self.conv2_probe(p1))] if self.conv2_probe is not None else []
+        extra3 = [F.relu(self.dense3_probe(h))] if self.dense3_probe is not None else []
+        maps = self.latent_maps
+        return logits, [maps(0, a1), maps(1, a2, *extra2), maps(2, a3, *extra3)]
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Tensor]) -> CompactLeNet5Caffe:
@@ -162,7 +217,8 @@ class CompactLeNet5Caffe(nn.Module):
         c1, in_channels = state_dict["conv1.weight"].shape[:2]
         h4, f3 = state_dict["dense3.weight"].shape
         net = cls(c1, state_dict["conv2.weight"].shape[0], f3, h4, state_dict["dense4.weight"].shape[0],
-                  in_channels, gather="dense3_index" in state_dict)
+                  in_channels, gather="dense3_index" in state_dict, latents=_LatentMaps.sizes(state_dict),
+                  probe2=_rows(state_dict, "conv2_probe.weight"), probe3=_rows(state_dict, "dense3_probe.weight"))
         net.load_state_dict(state_dict)
         return net
 
@@ -179,7 +235,9 @@ class CompactVGG16(nn.Module):
     arch = "vgg16"
 
     def __init__(self, widths: Sequence[int], hidden: int, num_classes: int = 10, in_channels: int = 3, *,
-                 constant_inputs: Sequence[bool] | None = None, bn_eps: float = 1e-3) -> None:
+                 constant_inputs: Sequence[bool] | None = None, bn_eps: float = 1e-3,
+                 latents: Sequence[tuple[int, int]] | None = None, probe13: int = 0, probe13_constant: bool = False,
+                 probe14: int = 0) -> None:
         super().__init__()
         if len(widths) != len(AFTER_BLOCK):
             raise ValueError(f"expected {len(AFTER_BLOCK)} conv widths, got {len(widths)}")
@@ -197,15 +255,55 @@ class CompactVGG16(nn.Module):
         self.dense14 = nn.Linear(c_in, hidden)
         self.bn14 = nn.BatchNorm1d(hidden, eps=bn_eps, momentum=0.01)
         self.dense15 = nn.Linear(hidden, num_classes)
+        # latent maps (evaluation only, see _LatentMaps): conv13 channels that mask14 prunes and dense14 units
+        # that mask15 prunes, computed by the masked model (and compared by the vulnerability) but not used
+        self.latent_maps = _LatentMaps(latents) if latents else None
+        c12 = widths[-2]
+        self.conv13_probe = ((ConstantInputConv2d if probe13_constant else nn.Conv2d)(c12, probe13, 3, padding=1)
+                             if probe13 else None)
+        self.bn13_probe = nn.BatchNorm2d(probe13, eps=bn_eps, momentum=0.01) if probe13 else None
+        self.dense14_probe = nn.Linear(c_in, probe14) if probe14 else None
+        self.bn14_probe = nn.BatchNorm1d(probe14, eps=bn_eps, momentum=0.01) if probe14 else None
+
+    def latent_names(self) -> list[str]:
+        return [f"conv{i + 1}" for i in range(len(AFTER_BLOCK))] + ["dense14_linear", "dense14"]
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.normalize(x)
         for conv, bn, after in zip(self.convs, self.bns, AFTER_BLOCK, strict=True):
             h = F.relu(bn(conv(h)))
             if after == "M":
-                h = F.max_pool2d(h, 2)
+                h = _pool(h)
         h = F.relu(self.bn14(self.dense14(h.flatten(1))))
         return self.dense15(h)
+
+    def forward_intermediates(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """``(logits, latents)``; with latent maps the latents are the masked model's, full width."""
+        maps = self.latent_maps
+        latents = []
+        h = self.normalize(x)
+        last = len(self.convs) - 1
+        for i, (conv, bn, after) in enumerate(zip(self.convs, self.bns, AFTER_BLOCK, strict=True)):
+            h_in = h
+            h = F.relu(bn(conv(h_in)))
+            if maps is None:
+                latents.append(h)
+            else:
+                extra = ([F.relu(self.bn13_probe(self.conv13_probe(h_in)))]
+                         if i == last and self.conv13_probe is not None else [])
+                latents.append(maps(i, h, *extra))
+            if after == "M":
+                h = _pool(h)
+        h = h.flatten(1)
+        lin = self.dense14(h)
+        out = F.relu(self.bn14(lin))
+        if maps is None:
+            latents += [lin, out]
+        else:
+            lin_p = [self.dense14_probe(h)] if self.dense14_probe is not None else []
+            out_p = [F.relu(self.bn14_probe(lin_p[0]))] if lin_p else []
+            latents += [maps(last + 1, lin, *lin_p), maps(last + 2, out, *out_p)]
+        return self.dense15(out), latents
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Tensor], *, bn_eps: float = 1e-3) -> CompactVGG16:
@@ -214,17 +312,63 @@ class CompactVGG16(nn.Module):
         net = cls([state_dict[f"convs.{i}.weight"].shape[0] for i in range(n)],
                   state_dict["dense14.weight"].shape[0], state_dict["dense15.weight"].shape[0],
                   state_dict["normalize.mean"].shape[1],
-                  constant_inputs=[f"convs.{i}.const_weight" in state_dict for i in range(n)], bn_eps=bn_eps)
+                  constant_inputs=[f"convs.{i}.const_weight" in state_dict for i in range(n)], bn_eps=bn_eps,
+                  latents=_LatentMaps.sizes(state_dict), probe13=_rows(state_dict, "conv13_probe.weight"),
+                  probe13_constant="conv13_probe.const_weight" in state_dict,
+                  probe14=_rows(state_dict, "dense14_probe.weight"))
         net.load_state_dict(state_dict)
         return net
 
 
-def compact_from_state_dict(state_dict: Mapping[str, Tensor]) -> nn.Module:
-    """Rebuild a compacted network from its state dict (e.g. ``torch.load(path, weights_only=True)``)."""
+class _LatentMaps(nn.Module):
+    """Where a compacted network's latent units sit in the masked model's latents, for the vulnerability.
+
+    The vulnerability metric compares the masked model's latents at full width, pruned units included.
+    A compacted network with latent maps (``compact(model, latents=True)``) rebuilds them exactly in
+    :meth:`forward_intermediates`: for latent ``l``, the kept units (and any *probe* units: units the
+    masked model computes but whose outputs never reach the logits, e.g. LeNet dense3 units pruned by
+    mask4) are written at positions ``index_l`` of a tensor filled with ``fill_l`` per unit, the value a
+    removed unit carries for every input (0, or VGG's BN constant ``c_k``). ``forward`` (logits, exports,
+    latency) never computes the probes.
+    """
+
+    def __init__(self, sizes: Sequence[tuple[int, int]]) -> None:
+        super().__init__()
+        self.n = len(sizes)
+        for i, (n_index, width) in enumerate(sizes):
+            self.register_buffer(f"index{i}", torch.zeros(n_index, dtype=torch.long))
+            self.register_buffer(f"fill{i}", torch.zeros(width))
+
+    @staticmethod
+    def sizes(state_dict: Mapping[str, Tensor]) -> list[tuple[int, int]] | None:
+        """``[(units computed, full width), ...]`` of the latent maps stored in ``state_dict`` (None: none)."""
+        out = []
+        while f"latent_maps.index{len(out)}" in state_dict:
+            i = len(out)
+            out.append((state_dict[f"latent_maps.index{i}"].numel(), state_dict[f"latent_maps.fill{i}"].numel()))
+        return out or None
+
+    def forward(self, i: int, kept: Tensor, *probes: Tensor) -> Tensor:
+        index, fill = getattr(self, f"index{i}"), getattr(self, f"fill{i}")
+        n_kept = index.numel() - sum(p.shape[1] for p in probes)
+        computed = torch.cat([kept[:, :n_kept], *probes], 1)  # drops a zero placeholder unit (n_kept = 0)
+        view = [1, -1] + [1] * (kept.dim() - 2)
+        full = fill.to(kept.dtype).view(view).expand(kept.shape[0], fill.numel(), *kept.shape[2:])
+        return full.index_copy(1, index, computed)
+
+
+def _rows(state_dict: Mapping[str, Tensor], key: str) -> int:
+    return state_dict[key].shape[0] if key in state_dict else 0
+
+
+def compact_from_state_dict(state_dict: Mapping[str, Tensor], *, bn_eps: float = 1e-3) -> nn.Module:
+    """Rebuild a compacted network from its state dict (e.g. ``torch.load(path, weights_only=True)``).
+
+    ``bn_eps`` is VGG's BN epsilon (not part of a state dict; a compacted checkpoint stores it)."""
     if "conv1.weight" in state_dict:
         return CompactLeNet5Caffe.from_state_dict(state_dict).eval()
     if "convs.0.weight" in state_dict:
-        return CompactVGG16.from_state_dict(state_dict).eval()
+        return CompactVGG16.from_state_dict(state_dict, bn_eps=bn_eps).eval()
     raise ValueError("not the state dict of a CompactLeNet5Caffe or CompactVGG16")
 
 
@@ -279,7 +423,7 @@ def _pruned_constant(bn: nn.modules.batchnorm._BatchNorm) -> Tensor:
 # --------------------------------------------------------------------------- builders
 
 
-def _lenet_state(model: LeNet5Caffe) -> dict[str, Tensor]:
+def _lenet_state(model: LeNet5Caffe, latents: bool = False) -> dict[str, Tensor]:
     w1 = model.conv1.weight
     e1 = _scale(model.mask1, model.conv1.out_channels, w1)
     e2 = _scale(model.mask2, model.conv2.out_channels, w1)
@@ -311,10 +455,25 @@ def _lenet_state(model: LeNet5Caffe) -> dict[str, Tensor]:
     }
     if gather:
         sd["dense3_index"] = gather_idx
+    if latents:
+        # conv2 channels kept by mask2 whose positions mask3 all prunes, dense3 units pruned by mask4: the
+        # masked model computes them (they are in its latents) but they never reach the logits
+        idx2p, idx4p = _index((e2 > 0) & ~ch_live), _index(e4 <= 0)
+        if idx2p.numel():
+            sd["conv2_probe.weight"] = _select(_select(model.conv2.weight, 0, idx2p, e2), 1, idx1)
+            sd["conv2_probe.bias"] = _select(model.conv2.bias, 0, idx2p, e2)
+        if idx4p.numel():
+            sd["dense3_probe.weight"] = _select(_select(model.dense3.weight, 0, idx4p), 1, idx3, e3)
+            sd["dense3_probe.bias"] = _select(model.dense3.bias, 0, idx4p)
+        maps = ((idx1, model.conv1.out_channels), (torch.cat([idx2, idx2p]), c2_all),
+                (torch.cat([idx4, idx4p]), model.dense3.out_features))
+        for i, (index, width) in enumerate(maps):
+            sd[f"latent_maps.index{i}"] = index
+            sd[f"latent_maps.fill{i}"] = w1.new_zeros(width)  # removed LeNet units output 0
     return sd
 
 
-def _vgg_state(model: VGG16) -> dict[str, Tensor]:
+def _vgg_state(model: VGG16, latents: bool = False) -> dict[str, Tensor]:
     like = model.convs[0].weight
     scales = [_scale(m, conv.out_channels, like) for m, conv in zip(model.masks, model.convs, strict=True)]
     e14 = _scale(model.mask14, model.dense14.in_features, like)
@@ -346,10 +505,35 @@ def _vgg_state(model: VGG16) -> dict[str, Tensor]:
     sd.update(_bn_state(model.bn14, out_idx, "bn14"))
     sd["dense15.weight"] = _select(model.dense15.weight, 1, out_idx, e15)
     sd["dense15.bias"] = model.dense15.bias.detach().clone()
+    if latents:
+        # conv13 channels kept by mask13 but pruned by mask14, dense14 units pruned by mask15: in the masked
+        # model's latents, never in its logits
+        last = len(model.convs) - 1
+        idx13p = _index(kept[-1] & ~live[-1])
+        idx15p = _index(e15 <= 0)
+        if idx13p.numel():
+            conv = model.convs[last]
+            w_p = _select(conv.weight, 0, idx13p, scales[last])
+            sd["conv13_probe.weight"] = _select(w_p, 1, idx[last - 1])
+            sd["conv13_probe.bias"] = _select(conv.bias, 0, idx13p, scales[last])
+            if bool((consts[last - 1] != 0).any()):
+                sd["conv13_probe.const_weight"] = (w_p * consts[last - 1].view(1, -1, 1, 1)).sum(1, keepdim=True)
+            sd.update(_bn_state(model.bns[last], idx13p, "bn13_probe"))
+        if idx15p.numel():
+            w14p = _select(model.dense14.weight, 0, idx15p)
+            sd["dense14_probe.weight"] = _select(w14p, 1, in_idx, e14)
+            sd["dense14_probe.bias"] = _select(model.dense14.bias, 0, idx15p) + w14p @ (e14 * consts[-1])
+            sd.update(_bn_state(model.bn14, idx15p, "bn14_probe"))
+        maps = [(torch.cat([idx[i], idx13p]) if i == last else idx[i], consts[i]) for i in range(last + 1)]
+        head = torch.cat([out_idx, idx15p])
+        maps += [(head, like.new_zeros(model.dense14.out_features))] * 2
+        for i, (index, fill) in enumerate(maps):
+            sd[f"latent_maps.index{i}"] = index
+            sd[f"latent_maps.fill{i}"] = fill.clone()  # a removed channel's constant after BN + ReLU
     return sd
 
 
-def compact(model: nn.Module) -> nn.Module:
+def compact(model: nn.Module, *, latents: bool = False) -> nn.Module:
     """A plain, physically smaller network computing ``model``'s eval-mode forward (logits).
 
     Accepts ``lenet5_caffe_bbd`` / ``vgg16_bbd`` (pruned units removed, E[pi] folded into the weights,
@@ -358,6 +542,11 @@ def compact(model: nn.Module) -> nn.Module:
     :class:`CompactLeNet5Caffe` or :class:`CompactVGG16` in eval mode, on ``model``'s device and dtype;
     its ``state_dict`` holds only tensors, and :func:`compact_from_state_dict` rebuilds it.
 
+    ``latents=True`` adds latent maps (:class:`_LatentMaps`): ``forward_intermediates`` then returns the
+    masked model's latents at full width, so that the vulnerability of the compacted network equals the
+    masked one's. They cost parameters (units that the masked model computes but that never reach the
+    logits) but no time in ``forward``; :func:`deployable` drops them.
+
     >>> from anpvs.models import create_model
     >>> small = compact(create_model("lenet5_caffe_bbd"))
     >>> small(torch.rand(2, 1, 28, 28)).shape
@@ -365,10 +554,10 @@ def compact(model: nn.Module) -> nn.Module:
     """
     with torch.no_grad():
         if isinstance(model, LeNet5Caffe):
-            sd = _lenet_state(model)
+            sd = _lenet_state(model, latents)
             build = CompactLeNet5Caffe.from_state_dict
         elif isinstance(model, VGG16):
-            sd = _vgg_state(model)
+            sd = _vgg_state(model, latents)
             eps = model.bns[0].eps
 
             def build(state: Mapping[str, Tensor]) -> nn.Module:
@@ -379,41 +568,103 @@ def compact(model: nn.Module) -> nn.Module:
         with torch.device("meta"):
             net = build({k: v.to("meta") for k, v in sd.items()})
         net.load_state_dict(sd, assign=True)
+    net.source_units = list(active_units(model))
+    net.source_model_name = getattr(model, "model_name", None)
+    net.source_model_kwargs = dict(getattr(model, "model_kwargs", {}))
     return net.eval()
 
 
-def _input_shape(model: nn.Module) -> tuple[int, int, int]:
-    if isinstance(model, LeNet5Caffe):
+def compact_widths(net: nn.Module) -> dict[str, int]:
+    """Layer widths of a compacted network, e.g. ``{"conv1": 4, "conv2": 23, "dense3_in": 61, "dense3": 129}``."""
+    if isinstance(net, CompactLeNet5Caffe):
+        return {"conv1": net.conv1.out_channels, "conv2": net.conv2.out_channels,
+                "dense3_in": net.dense3.in_features, "dense3": net.dense3.out_features}
+    if isinstance(net, CompactVGG16):
+        convs = {f"conv{i + 1}": c.out_channels for i, c in enumerate(net.convs)}
+        return {**convs, "dense14": net.dense14.out_features}
+    raise TypeError(f"not a compacted network: {type(net).__name__}")
+
+
+def is_compact(model: nn.Module) -> bool:
+    """Whether ``model`` is a compacted network (:class:`CompactLeNet5Caffe` or :class:`CompactVGG16`)."""
+    return isinstance(model, (CompactLeNet5Caffe, CompactVGG16))
+
+
+def deployable(net: nn.Module) -> nn.Module:
+    """``net`` without its latent maps and probe units (same logits, for export and timing); ``net`` itself
+    when it has none."""
+    if getattr(net, "latent_maps", None) is None:
+        return net
+    drop = ("latent_maps.", "conv2_probe.", "dense3_probe.", "conv13_probe.", "bn13_probe.", "dense14_probe.",
+            "bn14_probe.")
+    sd = {k: v for k, v in net.state_dict().items() if not k.startswith(drop)}
+    eps = net.bns[0].eps if isinstance(net, CompactVGG16) else 1e-3
+    out = compact_from_state_dict(sd, bn_eps=eps).to(next(net.parameters()).device)
+    for key in ("source_units", "source_model_name", "source_model_kwargs"):
+        if hasattr(net, key):
+            setattr(out, key, getattr(net, key))
+    return out
+
+
+def masked_reference(net: nn.Module) -> nn.Module:
+    """A freshly built masked (or plain) model of the architecture a compacted network came from, in eval
+    mode on ``net``'s device: the cost reference of a compacted checkpoint (its weights are irrelevant,
+    a masked forward costs the same for any mask values)."""
+    name = getattr(net, "source_model_name", None)
+    if not name:
+        raise ValueError("this compacted network does not record the model it was compacted from")
+    from .models import create_model
+
+    return create_model(name, **getattr(net, "source_model_kwargs", {})).to(next(net.parameters()).device).eval()
+
+
+def example_shape(model: nn.Module) -> tuple[int, int, int]:
+    """One example's shape: ``(C, 28, 28)`` for LeNet5-Caffe, ``(C, 32, 32)`` for VGG-16 (compacted or not)."""
+    if isinstance(model, (LeNet5Caffe, CompactLeNet5Caffe)):
         return (model.conv1.in_channels, 28, 28)
     if isinstance(model, VGG16):
         return (model.convs[0].in_channels, 32, 32)
+    if isinstance(model, CompactVGG16):
+        return (model.normalize.mean.shape[1], 32, 32)
     raise TypeError(f"compact_stats() supports LeNet5Caffe and VGG16 models, got {type(model).__name__}")
+
+
+def compact_pair(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """``(masked, compacted)``: the network as trained and its deployable compacted form. For a compacted
+    network (e.g. loaded from ``anpvs compact``'s checkpoint) the masked one is :func:`masked_reference`."""
+    if is_compact(model):
+        return masked_reference(model), deployable(model)
+    return model, compact(model)
 
 
 def compact_stats(model: nn.Module, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
     """Size and FlopCounterMode cost of :func:`compact` ``(model)`` next to those of ``model`` itself.
 
-    ``input_shape`` is one example's shape (default: ``(C, 28, 28)`` for LeNet5-Caffe, ``(C, 32, 32)``
-    for VGG-16). Returns
+    ``model`` is a masked / plain LeNet5-Caffe or VGG-16, or a compacted network (then the masked side is
+    :func:`masked_reference`). ``input_shape`` is one example's shape (default: :func:`example_shape`).
+    Returns
 
     * ``compact_params``: parameters of the compacted network (conv / linear weights and biases, BN
-      affine parameters and any :class:`ConstantInputConv2d` ``const_weight``; no mask parameters);
+      affine parameters and any :class:`ConstantInputConv2d` ``const_weight``; no mask parameters, no
+      latent maps);
     * ``compact_bytes``: bytes of every tensor in its state dict (BN running statistics and index
       buffers included), i.e. what ``torch.save`` stores apart from pickling overhead;
     * ``compact_flops`` / ``dense_flops``: :func:`~anpvs.metrics.efficiency.measured_flops` of the
-      compacted network and of ``model`` (masks do not make the original cheaper);
-    * ``measured_speedup``: ``dense_flops / compact_flops``.
+      compacted network and of the masked one (masks do not make the original cheaper);
+    * ``counted_flops_speedup``: ``dense_flops / compact_flops``, FLOPs as FlopCounterMode counts them
+      (not time: see :mod:`anpvs.metrics.latency`). Records written before it was renamed call it
+      ``measured_speedup``.
     """
-    net = compact(model)
-    shape = tuple(operator.index(s) for s in input_shape) if input_shape is not None else _input_shape(model)
+    masked, net = compact_pair(model)
+    shape = tuple(operator.index(s) for s in input_shape) if input_shape is not None else example_shape(masked)
     compact_flops = measured_flops(net, shape)
-    dense_flops = measured_flops(model, shape)
+    dense_flops = measured_flops(masked, shape)
     return {
         "compact_params": sum(p.numel() for p in net.parameters()),
         "compact_bytes": sum(t.numel() * t.element_size() for t in net.state_dict().values()),
         "compact_flops": compact_flops,
         "dense_flops": dense_flops,
-        "measured_speedup": dense_flops / compact_flops if compact_flops else float("inf"),
+        "counted_flops_speedup": dense_flops / compact_flops if compact_flops else float("inf"),
     }
 
 

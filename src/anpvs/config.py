@@ -66,6 +66,7 @@ class EvalConfig:
     norm: str = "linf"
     batch_size: int = 500
     precision: str = "fp32"  # fp32 | bf16 (autocast of the attacks and forwards; tables are always fp32)
+    latency: bool = True  # time the masked vs the compacted network (B=1, B=256) in every evaluation record
 
 
 @dataclass

@@ -124,14 +124,23 @@ def _forward(model: nn.Module, x: Tensor, ensemble: int) -> tuple[Tensor, list[T
     return logits, latents
 
 
-def efficiency(model: nn.Module) -> dict[str, Any]:
-    """The paper's efficiency columns (analytic), weight statistics of the model as stored, and the size
-    and FlopCounterMode cost of the physically compacted network (:func:`anpvs.compact.compact_stats`;
-    for an unmasked model the compacted network has the same size)."""
-    rep = efficiency_report(model.arch, active_units(model), num_classes=model.num_classes)
-    ws = weight_stats(model)
+def efficiency(model: nn.Module, *, latency: bool = True, latency_budget_s: float = 0.2) -> dict[str, Any]:
+    """The paper's efficiency columns (analytic), weight statistics of the model as stored, the size and
+    FlopCounterMode cost of the physically compacted network (:func:`anpvs.compact.compact_stats`; for an
+    unmasked model the compacted network has the same size) and, with ``latency``, the measured wall-clock
+    cost of both on the model's device (:func:`efficiency_latency`).
+
+    ``model`` may itself be a compacted network (a checkpoint of ``anpvs compact``): the analytic columns are
+    then those of the masked model it came from, and the masked side of the comparison is that
+    architecture, rebuilt (a masked forward costs the same whatever the mask values)."""
+    from .compact import compact_pair, is_compact
+
+    units = list(model.source_units) if is_compact(model) else active_units(model)
+    rep = efficiency_report(model.arch, units, num_classes=model.num_classes)
+    masked, net = compact_pair(model)
+    ws = weight_stats(net if is_compact(model) else model)
     cs = compact_stats(model)
-    return {
+    out = {
         "active_units": rep["active_units"],
         "unit_sparsity": round(rep["unit_sparsity"], 2),
         "flops_speedup": round(rep["flops_speedup"], 3),
@@ -142,8 +151,27 @@ def efficiency(model: nn.Module) -> dict[str, Any]:
         "compact_bytes": cs["compact_bytes"],
         "compact_flops": cs["compact_flops"],
         "dense_flops": cs["dense_flops"],
-        "measured_speedup": round(cs["measured_speedup"], 3),
+        "counted_flops_speedup": round(cs["counted_flops_speedup"], 3),
     }
+    if latency:
+        out.update(efficiency_latency(masked, net, budget_s=latency_budget_s))
+    return out
+
+
+def efficiency_latency(masked: nn.Module, net: nn.Module, *, budget_s: float = 0.2) -> dict[str, Any]:
+    """Median wall-clock latency (ms) at batch 1 and 256 of the masked and the compacted network on their
+    device, interleaved (:func:`anpvs.metrics.latency.median_latency`), and the measured speed-ups
+    ``wallclock_speedup_b1`` / ``wallclock_speedup_b256`` (masked / compacted)."""
+    from .compact import example_shape
+    from .metrics.latency import latency_device, median_latency
+
+    device = next(net.parameters()).device
+    ms = median_latency({"masked": masked, "compact": net}, example_shape(masked), batch_sizes=(1, 256),
+                        budget_s=budget_s)
+    out: dict[str, Any] = {"latency_ms": ms, "latency_device": latency_device(device)}
+    for b in ("b1", "b256"):
+        out[f"wallclock_speedup_{b}"] = round(ms["masked"][b] / ms["compact"][b], 3)
+    return out
 
 
 def evaluation_record(*, model_name: str, method: str, dataset: str, seed: int, attack: dict[str, Any],

@@ -16,6 +16,7 @@ COLUMNS: list[tuple[str, str, int]] = [
     ("Black-box vuln.", "bb_pgd_vulnerability", 3),
     ("Memory (%)", "memory_pct", 2),
     ("FLOPs (x)", "flops_speedup", 2),
+    ("Measured speed-up (x)", "wallclock_speedup_b256", 2),  # wall-clock, masked / compacted, batch 256
     ("Sparsity (%)", "unit_sparsity", 2),
 ]
 

@@ -371,7 +371,7 @@ def _evaluate(job: Job, *, epoch: int, source: Job | None, source_epoch: int | N
     rec = evaluate_checkpoint(job.checkpoint, eps=e.eps, step_size=e.step_size, steps=e.steps, restarts=e.restarts,
                               norm=e.norm, source=src_ckpt, data_dir=d.dir, test_limit=d.test_limit,
                               batch_size=e.batch_size, seed=0, device=device, out=path, progress=progress,
-                              **({"sample_weights": True} if sampled else {}))
+                              latency=e.latency, **({"sample_weights": True} if sampled else {}))
     rec.pop("record_path", None)
     # Written last: a record without these keys (interrupted between the two writes) is redone.
     rec.update({"row": job.row, "source_epoch": source_epoch, "test_limit": d.test_limit})
@@ -592,7 +592,9 @@ def _caption(proto: dict[str, Any], seeds: list[int], records: dict[str, dict[st
                      f"{sm['pgd_acc']:.2f} %), the same for every row and seed.")
     parts.append("V = mean |z(x) - z(x_adv)| over latent features and test images (SPEC A item 2); Memory, FLOPs "
                  "and Sparsity (unit sparsity) are analytic (SPEC B section 6); weight sparsity = share of zero "
-                 "conv/linear weights.")
+                 "conv/linear weights; Measured speed-up = median wall-clock latency of the masked over the "
+                 "physically compacted network at batch 256 on the evaluating device (docs/compact.md; - for "
+                 "records without it).")
     return " ".join(parts)
 
 

@@ -14,7 +14,7 @@ import torch
 
 from . import distributed
 from .attacks import FGSM, PGD, AutoAttack, eval_mode
-from .checkpoint import load_model, read_checkpoint
+from .checkpoint import is_compact_checkpoint, load_model, read_checkpoint
 from .checks import check_metrics
 from .config import build_config, config_from_dict
 from .data import load_dataset
@@ -74,17 +74,22 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
                         data_dir: str | None = None, test_limit: int | None = None, batch_size: int | None = None,
                         seed: int = 0, device: str = "auto", out: str | Path | None = None,
                         progress: bool = False, eot: int | None = None, sample_weights: bool = False,
-                        ensemble: int | None = None, precision: str | None = None) -> dict[str, Any]:
+                        ensemble: int | None = None, precision: str | None = None,
+                        latency: bool | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on its dataset's test set and write one JSON record; returns the record.
 
     ``eot``: PGD/FGSM gradients averaged over this many forwards. ``sample_weights``: a Bayesian model samples
     its weights in eval mode; predictions average the softmax of ``ensemble`` forwards and the attacks use EOT
     (both default to 10). ``"autoattack"`` always runs beside ``"pgd"`` (``version="rand"`` when sampling).
-    The sanity checks (d) and (e) of :mod:`anpvs.checks` run on the results: ``record["warnings"]``."""
+    The sanity checks (d) and (e) of :mod:`anpvs.checks` run on the results: ``record["warnings"]``.
+    ``latency`` (default: the run's ``eval.latency``) adds the wall-clock latency of the masked and the
+    compacted network (:func:`anpvs.evaluate.efficiency`), measured after the attacks."""
     from .config import ConfigError
     from .errors import check_output_file
 
-    name = ("eval_bb" if source else "eval") + ("_sampled" if sample_weights else "")
+    # a compacted checkpoint usually sits beside its source: its records must not replace the source's
+    name = ("eval_bb" if source else "eval") + ("_sampled" if sample_weights else "") + (
+        "_compact" if out is None and is_compact_checkpoint(checkpoint) else "")
     out = check_output_file(out if out is not None else Path(checkpoint).parent / f"{name}.json",
                             inputs=[checkpoint, source])  # before the work, not after it
     if batch_size is not None and batch_size < 1:
@@ -131,7 +136,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
     metrics = evaluate(model, data.test.images, data.test.labels, built, source=src_model,
                        batch_size=batch_size or e.batch_size, seed=seed, progress=progress, ensemble=ensemble,
                        precision=precision or e.precision)
-    metrics.update(efficiency(model))
+    metrics.update(efficiency(model, latency=e.latency if latency is None else latency))
     metrics["eval_time_s"] = round(time.time() - t0, 1)
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:  # finite weights can still overflow; a record of NaN would look like a result
@@ -172,9 +177,26 @@ def format_eval(record: dict[str, Any]) -> str:
     lines.append(f"  active units {m['active_units']}  unit sparsity {m['unit_sparsity']:.2f}%  "
                  f"memory {m['memory_pct']:.2f}%  FLOPs x{m['flops_speedup']:.2f}  "
                  f"weight sparsity {m['weight_sparsity']:.2f}%  params {m['params']}")
+    lines += format_cost(m)
     lines += [f"  warning: {w}" for w in record.get("warnings", [])]
     lines.append(f"  record: {record.get('record_path', '-')}")
     return "\n".join(lines)
+
+
+def format_cost(m: dict[str, Any]) -> list[str]:
+    """The compacted network's size and measured cost lines of :func:`format_eval` (none for records
+    without them)."""
+    lines = []
+    if "compact_params" in m:
+        counted = m.get("counted_flops_speedup", m.get("measured_speedup"))  # older records: measured_speedup
+        lines.append(f"  compacted: params {m['compact_params']}  {m['compact_bytes'] / 1024:.1f} KiB  "
+                     f"FLOPs x{m['flops_speedup']:.2f} analytic, x{counted:.2f} counted (FlopCounterMode)")
+    if "latency_ms" in m:
+        ms = m["latency_ms"]
+        cells = [f"B={b[1:]} {ms['masked'][b]:.3g} -> {ms['compact'][b]:.3g} ms (x{m[f'wallclock_speedup_{b}']:.2f})"
+                 for b in ("b1", "b256")]
+        lines.append(f"  latency masked -> compacted, {m['latency_device']}: " + ", ".join(cells))
+    return lines
 
 
 # The demo: real MNIST digits bundled in the package, budgets that fit a 2-core CPU in minutes.

@@ -45,8 +45,13 @@ def fast_kernels(enabled: bool) -> Iterator[None]:
         _enabled = old
 
 
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+
+
 def _fast_path(x: Tensor) -> bool:
-    return _enabled and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    """CPU float32 eager execution (not under autocast, tracing or export)."""
+    return _enabled and not _exporting() and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
 class _SmallCinConv2d(torch.autograd.Function):
@@ -78,7 +83,8 @@ class _SmallCinConv2d(torch.autograd.Function):
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, padding: int = 0) -> Tensor:
     """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1), faster to differentiate w.r.t. ``x`` on a CPU
     when the input has at most :data:`SMALL_CIN` channels."""
-    if weight.shape[1] <= SMALL_CIN and _fast_path(x) and weight.dtype == torch.float32:
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    if needs_grad and weight.shape[1] <= SMALL_CIN and _fast_path(x) and weight.dtype == torch.float32:
         return _SmallCinConv2d.apply(x, weight, bias, (padding, padding))
     return F.conv2d(x, weight, bias, padding=padding)
 
