@@ -51,7 +51,8 @@ def _exporting() -> bool:
 
 def _fast_path(x: Tensor) -> bool:
     """CPU float32 eager execution (not under autocast, tracing or export)."""
-    return _enabled and not _exporting() and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    return (_enabled and not _exporting() and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu"))
 
 
 class _SmallCinConv2d(torch.autograd.Function):
