@@ -24,6 +24,7 @@ Usage: ``python benchmarks/bench_engine.py [--rounds 5] [--quick]``.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import platform
@@ -34,7 +35,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 import anpvs.methods.adversarial as adversarial_module
 from anpvs.attacks import PGD
@@ -251,13 +254,18 @@ def anp_vs_case(late: bool, rounds: int, reps: int, sgemm: float) -> dict:
     }
 
 
-def pgd40_case(rounds: int, reps: int) -> dict:
+def pgd40_case(rounds: int, reps: int, checkpoint: str | None = None) -> dict:
     batch = 500
     data = load_dataset("mnist_sample")
     x, y = data.test.images[:batch].float().div(255), data.test.labels[:batch]
     cfg = build_config({"method.name": "anp_vs"})
     model = build_model(cfg, build_method(cfg, 60000), (1, 28, 28), 10).eval()
-    prune_to(model, PAPER_WIDTHS)
+    if checkpoint:  # a trained ANP-VS model (its own widths) instead of the paper's widths on random weights
+        from anpvs.checkpoint import load_model
+
+        model, _ = load_model(checkpoint)
+    else:
+        prune_to(model, PAPER_WIDTHS)
     atk = PGD(eps=0.3, step_size=0.01, steps=40)
 
     def masked():
@@ -275,33 +283,85 @@ def pgd40_case(rounds: int, reps: int) -> dict:
     return {"batch": batch, "img_per_s": {k: round(batch / v, 1) for k, v in t.items()},
             "ms_per_batch": {k: round(1e3 * v, 1) for k, v in t.items()},
             "speedup_vs_masked": round(t["masked"] / t["compact"], 2),
-            "max_adv_diff": (a - b).abs().max().item()}
+            "max_adv_diff": (a - b).abs().max().item(),
+            "frac_pixels_within_1e-5": round(((a - b).abs() <= 1e-5).float().mean().item(), 5),
+            **_robust_agreement(model, a, b, y)}
 
 
-def profile_at_step(batch: int, steps: int = 5) -> list[dict]:
-    """Per-operator self CPU time of anpvs's AT step (fp32) beside each operator's FLOPs and GFLOP/s."""
+@torch.no_grad()
+def _robust_agreement(model: nn.Module, a: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> dict:
+    pa, pb = model(a).argmax(1), model(b).argmax(1)
+    return {"pgd40_acc_masked": round(100 * (pa == y).float().mean().item(), 2),
+            "pgd40_acc_compact": round(100 * (pb == y).float().mean().item(), 2),
+            "frac_predictions_equal": round((pa == pb).float().mean().item(), 4)}
+
+
+class _OpFlops(TorchDispatchMode):
+    """FLOPs per ATen operator (FlopCounterMode's formulas; no module hooks, so it works inside autograd.grad)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        shape = lambda t: t.shape if isinstance(t, torch.Tensor) else t  # noqa: E731
+        if packet in flop_registry:
+            self.flops[f"aten::{packet.__name__}"] += flop_registry[packet](
+                *tree_map(shape, args), **tree_map(shape, kwargs), out_val=tree_map(shape, out))
+        elif packet is torch.ops.aten.slow_conv_transpose2d:  # conv1's input gradient (anpvs.nn.fast)
+            g, w = args[0], args[1]
+            self.flops["aten::slow_conv_transpose2d"] += 2 * g.numel() * w.shape[1] * w.shape[2] * w.shape[3]
+        return out
+
+
+#: the profiler's operators that own the arithmetic, and the dispatcher operator whose FLOPs they do
+_ARITH = {"aten::convolution": "aten::convolution", "aten::convolution_backward": "aten::convolution_backward",
+          "aten::slow_conv_transpose2d": "aten::slow_conv_transpose2d", "aten::mm": "aten::mm",
+          "aten::addmm": "aten::addmm"}
+
+
+def profile_at_step(batch: int, steps: int = 5) -> dict:
+    """Where anpvs's fp32 AT step spends its time: per operator, CPU time per step beside its FLOPs and
+    GFLOP/s (arithmetic operators: total time including their kernels; the rest: self time)."""
     from torch.profiler import ProfilerActivity, profile
 
     x, y = digits(batch)
     _, _, _, step = anpvs_step("at", {}, (1, 28, 28))
     step(x, y)
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+    counter = _OpFlops()
+    with counter:
+        step(x, y)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step(x, y)
+    events = {e.key: e for e in prof.key_averages()}
+    wall = sum(e.self_cpu_time_total for e in events.values()) / 1e3 / steps
     rows = []
-    for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]:
-        ms = e.self_cpu_time_total / 1e3 / steps
-        flops = (e.flops or 0) / steps
-        rows.append({"op": e.key, "ms_per_step": round(ms, 2), "calls_per_step": e.count // steps,
-                     "gflop_per_step": round(flops / 1e9, 3),
-                     "gflop_per_s": round(flops / 1e9 / (ms / 1e3), 1) if flops and ms else None})
-    return rows
+    for key, fkey in _ARITH.items():
+        if key in events:
+            ms = events[key].cpu_time_total / 1e3 / steps
+            gf = counter.flops.get(fkey, 0) / 1e9
+            rows.append({"op": key, "ms_per_step": round(ms, 2), "gflop_per_step": round(gf, 3),
+                         "gflop_per_s": round(gf / (ms / 1e3), 1) if ms else None})
+    arith_ms = sum(r["ms_per_step"] for r in rows)
+    wrappers = ("aten::_conv", "aten::mkldnn", "aten::thnn", "aten::conv2d", "aten::linear", "aten::matmul",
+                "autograd::", "Optimizer")
+    others = sorted((e for k, e in events.items() if k not in _ARITH and not k.startswith(wrappers)),
+                    key=lambda e: -e.self_cpu_time_total)[:8]
+    rows += [{"op": e.key, "ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 2), "gflop_per_step": 0.0}
+             for e in others]
+    return {"batch": batch, "profiled_ms_per_step": round(wall, 1), "arithmetic_ms_per_step": round(arith_ms, 1),
+            "step_gflop": round(sum(counter.flops.values()) / 1e9, 3), "ops": rows}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
     p.add_argument("--quick", action="store_true", help="1 round of 1 call each (a smoke test)")
+    p.add_argument("--checkpoint", help="a trained masked checkpoint for the PGD-40 case (default: paper widths)")
     p.add_argument("--profile", action="store_true", help="print only the per-operator profile of the AT step")
     args = p.parse_args()
     if args.profile:
@@ -318,7 +378,7 @@ def main() -> None:
         "at_b256": at_case(256, rounds, max(1, reps - 2), sgemm),
         "anp_vs_early": anp_vs_case(False, rounds, reps, sgemm),
         "anp_vs_late": anp_vs_case(True, rounds, reps, sgemm),
-        "pgd40_late": pgd40_case(rounds, max(1, reps - 2)),
+        "pgd40_late": pgd40_case(rounds, max(1, reps - 2), args.checkpoint),
     }
     out["sgemm_gflops_after"] = round(sgemm_gflops(), 1)
     print(json.dumps(out, indent=2))

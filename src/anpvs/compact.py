@@ -65,7 +65,7 @@ from .models.base import InputNormalize
 from .models.lenet5_caffe import LeNet5Caffe
 from .models.vgg16 import AFTER_BLOCK, VGG16
 from .nn.beta_bernoulli import BetaBernoulliDropout
-from .nn.fast import FastConv2d, max_pool2d
+from .nn.fast import FastConv2d, inference_conv2d, max_pool2d
 from .pruning import active_units
 
 __all__ = [
@@ -188,8 +188,8 @@ class CompactLeNet5Caffe(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # ReLU after the pool: the same values (ReLU is monotone), on a quarter of the elements
-        h = F.relu(_pool(self.conv1(x)))
-        h = F.relu(_pool(self.conv2(h))).flatten(1)
+        h = F.relu(_pool(inference_conv2d(self.conv1, x)))
+        h = F.relu(_pool(inference_conv2d(self.conv2, h))).flatten(1)
         if self.dense3_index is not None:
             h = h.index_select(1, self.dense3_index)
         return self.dense4(F.relu(self.dense3(h)))
