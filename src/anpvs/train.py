@@ -301,6 +301,11 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
                      norm=cfg.attack.norm)
     def check_loss(out: dict[str, Any]) -> None:
         bad = [k for k in ("loss", "mask_loss") if k in out and not torch.isfinite(out[k])]
+        if world.enabled:  # every rank stops together (a lone rank raising would leave the others waiting)
+            anywhere = distributed.all_reduce_sum(torch.tensor([float(bool(bad))], device=device)).item() > 0
+            if anywhere and not bad:
+                raise TrainingError(f"the loss became non-finite on another process at epoch {epoch + 1}; "
+                                    f"{checkpoint_note(run_dir, epoch)}; lower train.lr or check the data")
         if bad:  # name the loss that diverged (mask_loss can go while loss is still finite)
             raise TrainingError(f"{bad[0]} became {out[bad[0]].item()} at epoch {epoch + 1}; "
                                 f"{checkpoint_note(run_dir, epoch)}; lower train.lr or check the data")
