@@ -96,3 +96,13 @@ class Blind(TemplateLinear):
         # 0 * h keeps x in the graph (zero gradient) so that PGD can still run on this model
         logits = torch.eye(10)[0] + 0.0 * h.sum(1, keepdim=True)
         return logits, [h * 0]
+
+
+def run_cli(argv: list[str]) -> int:
+    """``anpvs.cli.main(argv)``'s exit status, whether it returns or raises SystemExit (argparse, parser.exit)."""
+    from anpvs.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return 0 if e.code is None else e.code if isinstance(e.code, int) else 1

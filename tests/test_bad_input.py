@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _toys import run_cli
 from conftest import write_tiny_mnist
-
-from anpvs.cli import main
 
 pytestmark = pytest.mark.usefixtures("fake_git")
 
@@ -37,13 +36,6 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 #: the smallest real training run: 64 bundled digits, one epoch of PGD-1 adversarial training
 TINY = ["--dataset", "mnist_sample", "--train-limit", "64", "--test-limit", "32", "--epochs", "1",
         "--pgd-steps", "1", "--batch-size", "32", "--device", "cpu", "--quiet"]
-
-
-def run_cli(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

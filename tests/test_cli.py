@@ -9,20 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _toys import run_cli
 
 import anpvs
-from anpvs.cli import main
 from anpvs.config import config_from_dict
 
 pytestmark = pytest.mark.usefixtures("fake_git")
-
-
-def run_cli(argv: list[str]) -> int:
-    """``main(argv)``'s exit status, whether it returns or raises SystemExit (argparse, parser.exit)."""
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
 
 
 def assert_one_line_error(err: str) -> None:

@@ -13,7 +13,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from anpvs.checkpoint import atomic_save, load_model, make_checkpoint, sha256_file
-from anpvs.cli import main
 from anpvs.compact import compact, deployable, is_compact, max_pool2x2
 from anpvs.evaluate import efficiency
 from anpvs.export import EXPORT_ATOL, export_torchscript, reference_images
@@ -23,17 +22,11 @@ from anpvs.models import create_model
 from anpvs.report import markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _toys import run_cli  # noqa: E402
 from test_compact import _pruned_lenet, _pruned_vgg  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("fake_git")
 torch.set_num_threads(1)
-
-
-def run_cli(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
 
 
 def assert_one_line_error(err: str) -> None:

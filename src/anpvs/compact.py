@@ -64,7 +64,7 @@ from .metrics.efficiency import measured_flops
 from .models.base import InputNormalize
 from .models.lenet5_caffe import LeNet5Caffe
 from .models.vgg16 import AFTER_BLOCK, VGG16
-from .nn.beta_bernoulli import BetaBernoulliDropout
+from .nn.beta_bernoulli import BetaBernoulliDropout, bbd_layers
 from .nn.fast import FastConv2d, inference_conv2d, max_pool2d
 from .pruning import active_units
 
@@ -80,7 +80,6 @@ __all__ = [
     "compact_widths",
     "deployable",
     "example_shape",
-    "has_masks",
     "is_compact",
     "masked_reference",
     "max_pool2x2",
@@ -668,11 +667,6 @@ def compact_stats(model: nn.Module, input_shape: Sequence[int] | None = None) ->
     }
 
 
-def has_masks(model: nn.Module) -> bool:
-    """Whether ``model`` has Beta-Bernoulli masks (the ``_bbd`` variants)."""
-    return any(isinstance(m, BetaBernoulliDropout) for m in model.modules())
-
-
 def attack_network(model: nn.Module) -> nn.Module:
     """The network an attack should differentiate: :func:`compact` ``(model)`` for a masked model, else ``model``.
 
@@ -683,7 +677,7 @@ def attack_network(model: nn.Module) -> nn.Module:
     docs/performance.md). Its parameters do not require gradients. Unmasked models (and BNNs, whose
     eval forward may sample) are returned unchanged.
     """
-    if not has_masks(model) or not isinstance(model, (LeNet5Caffe, VGG16)):
+    if not bbd_layers(model) or not isinstance(model, (LeNet5Caffe, VGG16)):
         return model
     net = compact(model)
     for p in net.parameters():

@@ -72,7 +72,7 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
         stack.enter_context(eval_mode(model))
         if source is not None:
             stack.enter_context(eval_mode(source))
-        target_net = attack_network(model) if ensemble == 1 else model
+        target_net = attack_network(model)
         source_net = attack_network(source) if source is not None else None
         batches = range(0, len(images), batch_size)
         # disable=None: tqdm hides the bar when stderr is not a terminal (CI logs stay readable)
