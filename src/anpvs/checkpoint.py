@@ -186,8 +186,17 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
 
 
 def is_compact_checkpoint(path: str | Path) -> bool:
-    """Whether the checkpoint at ``path`` holds a compacted network (``anpvs compact``)."""
-    return "compact" in read_checkpoint(path)
+    """Whether the checkpoint at ``path`` holds a compacted network (``anpvs compact``).
+
+    Only the metadata is read: the file is memory-mapped, so its tensors are not loaded (callers load the
+    checkpoint properly afterwards, which reports any problem with it; here an unreadable file is False)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # missing, not a zip checkpoint, or unsafe: load_model says which
+        return False
+    return isinstance(ckpt, dict) and "compact" in ckpt
 
 
 def _validate_compact(ckpt: dict[str, Any], where: str) -> None:
