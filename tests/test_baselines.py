@@ -23,7 +23,7 @@ from anpvs.methods import build_method
 from anpvs.methods.admm import keep_masks, prunable_weights
 from anpvs.metrics.efficiency import weight_stats
 from anpvs.models import create_model
-from anpvs.nn.bayes import BayesConv2d, BayesLinear, bayes_layers, set_sampling, total_bayes_kl
+from anpvs.nn.bayes import BayesConv2d, BayesLinear, bayes_layers, one_sample, set_sampling, total_bayes_kl
 from anpvs.train import fit, model_spec
 
 
@@ -176,6 +176,60 @@ def test_at_bnn_loss_has_scaled_kl() -> None:
     torch.testing.assert_close(out["bayes_kl"], total_bayes_kl(model).detach())
     mixed = (out["ce_clean"] + 2 * out["ce_adv"]) / 3
     torch.testing.assert_close(out["loss"].detach(), mixed + out["bayes_kl"] / (500 * 10.0))
+
+
+def test_one_sample_shares_one_weight_draw_and_keeps_gradients() -> None:
+    model = create_model("lenet5_caffe_bnn").train()
+    x, _ = _batch(4)
+    with one_sample(model):
+        a, b = model(x), model(x)
+        with one_sample(model):  # nested: the outer sample stays
+            c = model(x)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a, c, rtol=0, atol=0)
+    assert not torch.equal(model(x), model(x)), "outside the block every forward draws again"
+    with pytest.raises(RuntimeError), one_sample(model):
+        raise RuntimeError("boom")
+    assert all(m._noise is None for m in bayes_layers(model)), "per-call draws come back after an error"
+    with one_sample(model):
+        model(x).sum().backward()
+    assert all(m.weight.grad is not None and m.weight_rho.grad is not None for m in bayes_layers(model))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_at_bnn_clean_and_adversarial_pass_share_a_sample_like_the_reference(monkeypatch, shared: bool) -> None:
+    method, model = _method_and_model("at_bnn", **{"method.bnn_shared_sample": shared})
+    model.train()
+    seen: list[torch.Tensor] = []
+    first = bayes_layers(model)[0]
+    real = type(first).sampled_parameters
+
+    def spy(self):
+        w, b = real(self)
+        if self is first and self.sampling:
+            seen.append(w.detach().clone())
+        return w, b
+
+    monkeypatch.setattr(type(first), "sampled_parameters", spy)
+    method.loss(model, *_batch())
+    assert len(seen) == 2  # the clean and the adversarial training pass (PGD used the mean weights)
+    assert torch.equal(seen[0], seen[1]) == shared
+
+
+def test_decay_scope_all_decays_biases_too() -> None:
+    from anpvs.step import build_optimizers
+
+    model = create_model("lenet5_caffe")
+    groups = {}
+    for scope in ("weights", "all"):
+        cfg = build_config({"train.decay_scope": scope})
+        opt = build_optimizers(cfg, model, 10).optimizers["weights"]
+        groups[scope] = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    bias = model.fc1.bias if hasattr(model, "fc1") else next(p for p in model.parameters() if p.dim() == 1)
+    assert groups["weights"][id(bias)] == 0.0 and groups["all"][id(bias)] == 1e-4
+    assert set(groups["weights"]) == set(groups["all"]) == {id(p) for p in model.parameters()}
+    with pytest.raises(Exception, match="train.decay_scope must be weights or all"):
+        build_config({"train.decay_scope": "masks"})
 
 
 # --------------------------------------------------------------------------------------------------

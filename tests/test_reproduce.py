@@ -92,8 +92,11 @@ def test_paper_results_are_the_spec_tables_verbatim() -> None:
 
 
 def test_shipped_protocols_load_and_plan(tmp_path: Path) -> None:
+    shipped = {(t, s) for t in TABLES for s in rp.available_scales(t)}
+    assert {("mnist", "paper"), ("mnist", "full"), ("mnist", "sample"), ("cifar10", "cpu")} <= shipped
     for table in TABLES:
-        for scale in rp.SCALES:
+        assert rp.protocol_path(table) == rp.protocol_path(table, rp.DEFAULT_SCALE[table])
+        for scale in rp.available_scales(table):
             proto = rp.load_protocol(rp.protocol_path(table, scale))
             assert proto["table"] == table and list(proto["rows"])[:2] == ["standard", "bp"]
             jobs, shown, skipped = rp.plan(proto, seeds=[0, 1], out=tmp_path, device="cpu")
@@ -103,7 +106,9 @@ def test_shipped_protocols_load_and_plan(tmp_path: Path) -> None:
             if "anp_vs/seed1" in by_name:  # ANP-VS starts from the Standard run of the same seed
                 assert by_name["anp_vs/seed1"].cfg.init == str(tmp_path / "runs/standard/seed1/checkpoint.pt")
     with pytest.raises(rp.ProtocolError, match="unknown row"):
-        rp.plan(rp.load_protocol(rp.protocol_path("mnist", "cpu")), seeds=[0], out=tmp_path, rows=["nope"])
+        rp.plan(rp.load_protocol(rp.protocol_path("mnist", "sample")), seeds=[0], out=tmp_path, rows=["nope"])
+    with pytest.raises(rp.ProtocolError, match="now --scale sample"):  # the old name of the 4,000-digit protocol
+        rp.protocol_path("mnist", "cpu")
 
 
 def test_protocol_errors(tmp_path: Path) -> None:
@@ -356,3 +361,43 @@ def test_training_panels_keep_trades_kl_out_of_the_mask_kl_panel() -> None:
                       "training adversarial accuracy (%)": ["ANP-VS", "TRADES", "Standard"],
                       "KL (masks)": ["ANP-VS"]}
     assert "KL (masks)" not in {t for t, _, _ in training_panels({"TRADES": logs["TRADES"]})}
+
+
+def test_autoattack_column_beside_pgd_on_one_subset_and_reused_by_the_audit(tmp_path: Path) -> None:
+    pytest.importorskip("pyautoattack")
+    from anpvs.audit import audit
+
+    protocol = tmp_path / "tiny.yaml"
+    protocol.write_text(TINY.replace("  at: {label: AT, overrides: {train.epochs: 2}}\n", "")
+                        + "autoattack: {test_limit: 12, seeds: [0]}\n")
+    out = tmp_path / "out"
+    rp.reproduce(protocol=protocol, seeds=1, out=out, device="cpu", figures=False, progress=False)
+    data = json.loads((out / "table.json").read_text())
+    keys = [c["key"] for c in data["columns"]]
+    assert keys[-2:] == ["autoattack_acc", "aa_pgd_acc"]
+    assert "AutoAttack acc, 12 images (%)" in (out / "table.md").read_text()
+    assert "one seeded, class-stratified subset of 12 test images" in data["caption"]
+    rec_path = out / "runs/standard/seed0/eval_autoattack.json"
+    rec = json.loads(rec_path.read_text())
+    assert rec["metrics"]["n"] == 12 and rec["audit"] == {"test_limit": 12}
+    row = data["rows"][0]["metrics"]
+    assert row["autoattack_acc"]["values"] == [rec["metrics"]["autoattack_acc"]]
+    assert row["aa_pgd_acc"]["values"] == [rec["metrics"]["pgd_acc"]]
+    assert row["autoattack_acc"]["mean"] <= row["aa_pgd_acc"]["mean"]
+    # a rerun and the audit at the same subset size reuse the record instead of attacking again
+    before = rec_path.stat().st_mtime_ns
+    rp.reproduce(protocol=protocol, seeds=1, out=out, device="cpu", figures=False, progress=False)
+    audit(out, test_limit=12, aa_limit=12, device="cpu", progress=False, seeds=[0])
+    assert rec_path.stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("block, message", [
+    ("{test_limit: 0}", "autoattack.test_limit must be an integer >= 1"),
+    ("{test_limit: 10, seeds: []}", "autoattack.seeds must be a non-empty list"),
+    ("{test_limit: 10, subset: 3}", "autoattack: unknown key"),
+])
+def test_autoattack_block_errors(tmp_path: Path, block: str, message: str) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text(f"table: mnist\nsource: {{seed: 1}}\nrows: {{at: {{}}}}\nautoattack: {block}\n")
+    with pytest.raises(rp.ProtocolError, match=message):
+        rp.load_protocol(p)

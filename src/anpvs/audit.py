@@ -36,7 +36,7 @@ class AuditError(AnpvsError, RuntimeError):
     """The folder is not a finished reproduction (one-line message naming the fix)."""
 
 
-def _fresh(record: Path, checkpoint: Path, **expect: Any) -> dict[str, Any] | None:
+def fresh_record(record: Path, checkpoint: Path, **expect: Any) -> dict[str, Any] | None:
     """The JSON record at ``record`` if it is newer than ``checkpoint`` and its ``audit`` block matches."""
     if not record.is_file() or record.stat().st_mtime_ns < checkpoint.stat().st_mtime_ns:
         return None
@@ -47,7 +47,7 @@ def _fresh(record: Path, checkpoint: Path, **expect: Any) -> dict[str, Any] | No
     return rec if rec.get("audit") == expect else None
 
 
-def _stamp(rec: dict[str, Any], path: Path, **settings: Any) -> dict[str, Any]:
+def stamp_record(rec: dict[str, Any], path: Path, **settings: Any) -> dict[str, Any]:
     from .evaluate import write_record
 
     rec.pop("record_path", None)
@@ -113,9 +113,9 @@ def audit(out: str | Path, *, test_limit: int | None = 1000, autoattack: bool = 
         row["bb_ge_wb"] = None if row["black_box"] is None else row["black_box"] >= row["pgd"]
 
         path = run_dir / "check.json"
-        rec = _fresh(path, ckpt, test_limit=test_limit)
+        rec = fresh_record(path, ckpt, test_limit=test_limit)
         if rec is None:
-            rec = _stamp(check_checkpoint(ckpt, test_limit=test_limit, device=device, progress=progress), path,
+            rec = stamp_record(check_checkpoint(ckpt, test_limit=test_limit, device=device, progress=progress), path,
                          test_limit=test_limit)
         final = rec["metrics"]["sweep"][-1]
         deterministic = not any("#stochastic-forward" in w for w in rec["checks"]["model"])
@@ -125,9 +125,9 @@ def audit(out: str | Path, *, test_limit: int | None = 1000, autoattack: bool = 
         row.update(aa=None, aa_pgd=None, aa_ok=None, aa_n=None)
         if autoattack and deterministic:
             path = run_dir / "eval_autoattack.json"
-            rec = _fresh(path, ckpt, test_limit=aa_limit)
+            rec = fresh_record(path, ckpt, test_limit=aa_limit)
             if rec is None:
-                rec = _stamp(evaluate_checkpoint(ckpt, attacks=["pgd", "autoattack"], test_limit=aa_limit,
+                rec = stamp_record(evaluate_checkpoint(ckpt, attacks=["pgd", "autoattack"], test_limit=aa_limit,
                                                  device=device, progress=progress, out=path), path,
                              test_limit=aa_limit)
             am = rec["metrics"]

@@ -144,8 +144,10 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="train and evaluate every row of one of the paper's tables over seeds; "
                                          "write the table (md/csv/json) and the figures (resumable)")
     p.add_argument("--table", choices=["mnist", "cifar10", "cifar100"], help="which table (picks the protocol)")
-    p.add_argument("--scale", choices=["paper", "cpu"], default="cpu",
-                   help="paper: the paper's protocol (GPU); cpu: the reduced protocol (default)")
+    p.add_argument("--scale", choices=["paper", "full", "sample", "cpu"], default=None,
+                   help="paper: the paper's 200-epoch protocol (GPU); MNIST: full (all 60,000/10,000 digits, "
+                        "a CPU budget; needs --data-dir) or sample (the 4,000 bundled digits, default); "
+                        "CIFAR: cpu (default)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every row (the paper: 5)")
     p.add_argument("--out", default="runs/reproduce", help="output folder (runs/, table.*, figures/)")
     p.add_argument("--rows", type=lambda t: [r.strip() for r in t.split(",") if r.strip()], metavar="A,B,...",

@@ -81,6 +81,8 @@ class MethodConfig:
     vs_reduction: str = "mean"  # "mean" (reference code) or "sum" (paper text) over features
     trades_beta: float = 6.0  # TRADES trade-off
     reinit_head: bool = False  # init: re-initialise a classifier head whose shape differs (pretrained_at: true)
+    bnn_shared_sample: bool = True  # AT BNN: one weight sample per step, shared by the clean and adversarial pass
+    #                                (reference); False: a fresh sample per forward call
     bnn_kl_weight: float = 100.0  # AT BNN: the Gaussian KL enters the loss as KL / (N * bnn_kl_weight) (reference)
     admm_sparsity: float = 0.8  # ADMM: fraction of conv/linear weights pruned (paper: 0.8 MNIST, 0.75 CIFAR)
     admm_structure: str = "layer"  # ADMM projection: layer (top-k per layer) | global | filter (conv filters)
@@ -96,6 +98,8 @@ class TrainConfig:
     lr: float = 1e-3  # Adam learning rate of the weights
     mask_lr: float = 1e-2  # Adam learning rate of the mask parameters (a_uc, b_uc)
     weight_decay: float = 1e-4  # L2 on conv/linear weights: adds weight_decay * sum(w^2)/2 to the loss
+    decay_scope: str = "weights"  # weights: conv/linear weight tensors only | all: every trainable weight-optimizer
+    #                               parameter (biases, BN gamma/beta too: the reference's sum over trainable variables)
     optimizer: str = "adam"  # adam (reference) | sgd (Nesterov momentum; recipes of TRADES, Pretrained AT, ADMM)
     momentum: float = 0.9  # SGD momentum
     schedule: str = "staircase"  # staircase (reference) | cosine | constant
@@ -344,6 +348,7 @@ def validate(cfg: Config) -> None:
     need(t.batch_size >= 1, f"train.batch_size must be >= 1 (got {t.batch_size})")
     need(t.lr > 0 and t.mask_lr > 0, "train.lr and train.mask_lr must be > 0")
     need(t.weight_decay >= 0, "train.weight_decay must be >= 0")
+    need(t.decay_scope in ("weights", "all"), f"train.decay_scope must be weights or all (got {t.decay_scope!r})")
     need(all(0 < m <= 1 for m in t.lr_milestones), "train.lr_milestones are fractions of training in (0, 1]")
     need(t.lr_gamma > 0, "train.lr_gamma must be > 0")
     need(t.optimizer in ("adam", "sgd"), f"train.optimizer must be adam or sgd (got {t.optimizer!r})")

@@ -61,15 +61,20 @@ from .config import Config, ConfigError, build_config, config_from_dict, flatten
 from .data import DataNotFoundError
 from .evaluate import write_record
 from .paper_results import PAPER_SETTINGS, TABLES, paper_labels, paper_notes, paper_table
-from .report import write_tables
+from .report import TABLE_COLUMNS, write_tables
 from .runner import evaluate_checkpoint
 from .train import TrainingError, fit
 
 log = logging.getLogger(__name__)
 
-SCALES = ("paper", "cpu")
-_TOP_KEYS = {"table", "scale", "description", "common", "source", "pretrain", "rows", "notes", "figures"}
-_ROW_KEYS = {"label", "method", "init", "ablation", "sampled_eval", "overrides"}
+#: shipped protocol scales (not every table has every scale: :func:`available_scales`)
+SCALES = ("paper", "full", "sample", "cpu")
+#: the scale ``anpvs reproduce --table T`` runs without ``--scale``: the quick protocol of each table
+DEFAULT_SCALE = {"mnist": "sample", "cifar10": "cpu", "cifar100": "cpu"}
+_TOP_KEYS = {"table", "scale", "description", "common", "source", "pretrain", "rows", "notes", "figures",
+             "autoattack"}
+_ROW_KEYS = {"label", "method", "init", "ablation", "sampled_eval", "aa_sampled", "overrides"}
+_AA_KEYS = {"test_limit", "seeds"}
 SAMPLED_SUFFIX = " (sampled weights, EOT)"
 _RUN_KEYS = {"seed", "method", "overrides"}
 #: config keys that may differ between a finished run and the protocol without changing what was trained
@@ -85,13 +90,40 @@ class ProtocolError(ConfigError):
 # --------------------------------------------------------------------------------------------------------
 
 
-def protocol_path(table: str, scale: str) -> Path:
-    """The shipped protocol file of ``table`` at ``scale``."""
+def available_scales(table: str) -> list[str]:
+    """The scales shipped for ``table``, in the order of :data:`SCALES`."""
+    folder = resources.files("anpvs") / "protocols"
+    return [s for s in SCALES if (folder / f"{table}_{s}.yaml").is_file()]
+
+
+def protocol_path(table: str, scale: str | None = None) -> Path:
+    """The shipped protocol file of ``table`` at ``scale`` (default: :data:`DEFAULT_SCALE`)."""
     if table not in TABLES:
         raise ProtocolError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
-    if scale not in SCALES:
-        raise ProtocolError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+    scale = DEFAULT_SCALE[table] if scale is None else scale
+    valid = available_scales(table)
+    if scale not in valid:
+        hint = ("; the 4,000-digit MNIST protocol is now --scale sample, the full-data one --scale full"
+                if table == "mnist" and scale == "cpu" else "")
+        raise ProtocolError(f"no {scale!r} protocol for table {table}; valid: {', '.join(valid)}{hint}")
     return Path(str(resources.files("anpvs") / "protocols" / f"{table}_{scale}.yaml"))
+
+
+def _autoattack_entry(value: Any) -> dict[str, Any] | None:
+    """The protocol's ``autoattack`` block: ``{test_limit: N, seeds: [0]}`` (None: no AutoAttack column)."""
+    if value is None:
+        return None
+    entry = _mapping(value, "autoattack")
+    unknown = set(entry) - _AA_KEYS
+    if unknown:
+        raise ProtocolError(f"autoattack: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(_AA_KEYS))}")
+    n, seeds = entry.get("test_limit"), entry.get("seeds", [0])
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+        raise ProtocolError(f"autoattack.test_limit must be an integer >= 1 (got {n!r})")
+    if not (isinstance(seeds, list) and seeds and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                      for v in seeds)):
+        raise ProtocolError(f"autoattack.seeds must be a non-empty list of seeds >= 0 (got {seeds!r})")
+    return {"test_limit": n, "seeds": sorted(set(seeds))}
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -150,7 +182,8 @@ def load_protocol(path: str | Path) -> dict[str, Any]:
         rows[key] = {"label": str(entry.get("label") or labels.get(key, key)),
                      "method": str(entry.get("method") or overrides.pop("method.name", None) or key),
                      "init": entry.get("init"), "ablation": bool(entry.get("ablation", False)),
-                     "sampled_eval": bool(entry.get("sampled_eval", False)), "overrides": overrides}
+                     "sampled_eval": bool(entry.get("sampled_eval", False)),
+                     "aa_sampled": bool(entry.get("aa_sampled", False)), "overrides": overrides}
         overrides.pop("method.name", None)
     if not rows:
         raise ProtocolError(f"protocol {path.name} has no rows")
@@ -177,6 +210,7 @@ def load_protocol(path: str | Path) -> dict[str, Any]:
         "source": _run_entry(raw["source"], "source", "at"),
         "pretrain": pretrain, "rows": rows, "notes": [str(n) for n in notes],
         "figures": _mapping(raw.get("figures"), "figures"),
+        "autoattack": _autoattack_entry(raw.get("autoattack")),
     }
 
 
@@ -379,13 +413,31 @@ def _evaluate(job: Job, *, epoch: int, source: Job | None, source_epoch: int | N
     return rec, False
 
 
-def reproduce(table: str | None = None, *, seeds: int = 1, scale: str = "cpu", out: str | Path = "runs/reproduce",
+def _autoattack(job: Job, test_limit: int, *, sampled: bool, device: str, progress: bool) -> dict[str, Any]:
+    """AutoAttack and PGD on ``test_limit`` seeded test images of ``job``'s checkpoint (reused when current).
+
+    The record is the one ``anpvs audit --aa-limit N`` reads (``eval_autoattack.json``, stamped with its
+    subset size), so an audit of the folder does not run it again. ``sampled``: the stochastic network with
+    sampled weights, AutoAttack ``rand`` (EOT) and EOT-PGD (``eval_autoattack_sampled.json``)."""
+    from .audit import fresh_record, stamp_record
+
+    path = job.run_dir / ("eval_autoattack_sampled.json" if sampled else "eval_autoattack.json")
+    rec = fresh_record(path, job.checkpoint, test_limit=test_limit)
+    if rec is None:
+        rec = stamp_record(evaluate_checkpoint(job.checkpoint, attacks=["pgd", "autoattack"], test_limit=test_limit,
+                                               data_dir=job.cfg.data.dir, device=device, progress=progress, out=path,
+                                               latency=False, **({"sample_weights": True} if sampled else {})),
+                           path, test_limit=test_limit)
+    return rec
+
+
+def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = None, out: str | Path = "runs/reproduce",
               rows: list[str] | None = None, protocol: str | Path | None = None, device: str = "auto",
               data_dir: str | None = None, pretrain_data_dir: str | None = None, figures: bool = True,
               progress: bool = True) -> dict[str, Any]:
     """Train and evaluate every row of a table's protocol, write the tables (and figures); returns a summary.
 
-    ``table``/``scale`` pick the shipped protocol; ``protocol`` (a YAML path) replaces it. ``seeds`` runs
+    ``table``/``scale`` pick the shipped protocol (``scale`` default: :data:`DEFAULT_SCALE`); ``protocol`` (a YAML path) replaces it. ``seeds`` runs
     seeds ``0 .. seeds-1`` of every row. ``rows`` restricts the rows shown (dependencies still train).
     """
     t0 = time.time()
@@ -455,6 +507,16 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str = "cpu", o
                                     progress=progress)
             records[job.name] = rec
             _log_record(prefix, rec, reused, time.time() - t_job)
+            aa = proto["autoattack"]
+            if job.row is not None and aa is not None and job.seed in aa["seeds"]:
+                rec = _autoattack(job, aa["test_limit"], sampled=proto["rows"][job.row]["aa_sampled"],
+                                  device=device, progress=progress)
+                m = rec["metrics"]
+                records[job.name] = {**records[job.name], "metrics": {
+                    **records[job.name]["metrics"], "autoattack_acc": m["autoattack_acc"], "aa_pgd_acc": m["pgd_acc"],
+                    "aa_n": m["n"]}}
+                log.info("%s: AutoAttack %.2f, PGD %.2f on the same %d test images (%.0f s)", prefix,
+                         m["autoattack_acc"], m["pgd_acc"], m["n"], time.time() - t_job)
             if job.row is not None and proto["rows"][job.row]["sampled_eval"]:
                 rec, reused = _evaluate(job, epoch=summary["epoch"], source=src, source_epoch=epochs["source"],
                                         device=device, progress=progress, sampled=True)
@@ -563,7 +625,14 @@ def table_inputs(proto: dict[str, Any], seeds: list[int], shown: list[str], skip
         if name.startswith(("source", "pretrain.")):
             footnotes.append(f"{name}: {why}.")
     footnotes += notes + proto["notes"] + paper_notes(shown)
+    columns = list(TABLE_COLUMNS)
+    aa = proto["autoattack"]
+    if aa is not None:
+        n = aa["test_limit"]
+        columns += [(f"AutoAttack acc, {n} images (%)", "autoattack_acc", 2),
+                    (f"PGD-40 acc, same {n} (%)", "aa_pgd_acc", 2)]
     return {"rows": rows, "paper": paper, "row_keys": row_keys, "caption": _caption(proto, seeds, records),
+            "columns": columns,
             "footnotes": footnotes,
             "meta": {"protocol": proto["name"], "table": proto["table"], "scale": proto["scale"], "seeds": seeds}}
 
@@ -584,6 +653,16 @@ def _caption(proto: dict[str, Any], seeds: list[int], records: dict[str, dict[st
         parts.append(f"White-box: PGD-{a['steps']} on the test-mode network, {a['norm']} eps {a['eps']} "
                      f"(pixel units), step {a['step_size']}, random start, {a['restarts']} restart(s). "
                      f"Black-box: the same PGD on the source model, transferred.")
+    aa = proto["autoattack"]
+    if aa is not None:
+        sampled = [proto["rows"][k]["label"] for k in proto["rows"] if proto["rows"][k]["aa_sampled"]]
+        parts.append(f"AutoAttack (pyautoattack, standard version: APGD-CE, APGD-T, FAB-T, Square; fp32, on the "
+                     f"compacted network for masked models) on one seeded, class-stratified subset of "
+                     f"{aa['test_limit']} test images, the same for every row, seed(s) "
+                     f"{', '.join(map(str, aa['seeds']))}; PGD-40 on the same subset beside it."
+                     + (f" {', '.join(sampled)}: its random-model protocol, i.e. sampled weights, AutoAttack "
+                        f"'rand' (APGD-CE and APGD-DLR with EOT over 20 samples) and PGD-40 with EOT-10 on the "
+                        f"stochastic network." if sampled else ""))
     src = records.get("source")
     if src is not None:
         sm = src["metrics"]

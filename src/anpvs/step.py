@@ -70,8 +70,11 @@ class Optimization:
 
 
 def build_optimizers(cfg: Config, model: nn.Module, total_steps: int) -> Optimization:
-    """Adam/SGD on the weights (L2 on conv/linear weight tensors only), Adam on the masks (if any)."""
+    """Adam/SGD on the weights, Adam on the masks (if any). L2 (``train.weight_decay``) on the conv/linear weight
+    tensors only, or with ``train.decay_scope="all"`` on every weight-optimizer parameter (biases, BN too)."""
     masks, decay, no_decay = split_parameters(model)
+    if cfg.train.decay_scope == "all":
+        decay, no_decay = decay + no_decay, []
     opt_w = make_optimizer(cfg, [{"params": decay, "weight_decay": cfg.train.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], cfg.train.lr)
     optimizers: dict[str, torch.optim.Optimizer] = {"weights": opt_w}

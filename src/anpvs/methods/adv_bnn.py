@@ -21,8 +21,9 @@ max_norm 0.03125 in the shipped script), evaluation by an ensemble of weight sam
 
 Adaptations and differences (documented in docs/baselines.md too):
 
-* each forward call draws its own weight sample; the reference shares one draw between the clean
-  and the adversarial pass of a step (its noise is drawn once per ``session.run``);
+* one weight sample per step, shared by the clean and the adversarial pass, as the reference (its
+  noise is drawn once per ``session.run``); ``method.bnn_shared_sample=False`` draws a fresh sample
+  for every forward call instead (measured effect: docs/baselines.md);
 * the logits get no ReLU (the reference's LeNet applies one, SPEC B 7.7), and VGG's BN affine
   parameters are deterministic (the reference makes them Bayesian too);
 * evaluation: the mean weights in eval mode (as the reference), plus EOT-PGD / sample ensembles
@@ -31,9 +32,10 @@ Adaptations and differences (documented in docs/baselines.md too):
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
-from ..nn.bayes import total_bayes_kl
+from ..nn.bayes import one_sample, total_bayes_kl
 from .adversarial import Adversarial
 from .base import register_method
 
@@ -52,7 +54,9 @@ class AdvBNN(Adversarial):
                           f"for Bayesian nets, and the decay also pulls weight_rho towards 0", stacklevel=2)
 
     def loss(self, model, x, y):
-        out = self.forward_pair(model, x, y)
+        # the PGD of forward_pair runs on the mean weights (eval mode), so only the two training passes sample
+        with one_sample(model) if self.cfg.method.bnn_shared_sample else contextlib.nullcontext():
+            out = self.forward_pair(model, x, y)
         kl = total_bayes_kl(model)
         n = self.cfg.method.kl_n or self.n_train
         out["loss"] = out["loss"] + kl / (n * self.cfg.method.bnn_kl_weight)

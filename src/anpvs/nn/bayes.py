@@ -17,7 +17,8 @@ When weights are sampled:
   :func:`set_sampling` switched sampling on, for EOT attacks and sample ensembles.
 
 The reference draws ``eps`` once per ``session.run``, so its clean and adversarial training passes
-share one weight sample; here each forward call draws its own (two independent samples per step).
+share one weight sample; :func:`one_sample` does the same here (AT BNN uses it unless
+``method.bnn_shared_sample=False``, which draws a fresh sample for every forward call).
 
 Defaults of the reference (SPEC B section 8): LeNet5-Caffe ``sigma_p = 1.0``, ``rho = -3``
 (sigma = 0.049); VGG-16 ``sigma_p = 0.1``, ``rho = -5`` (sigma = 0.0067).
@@ -25,7 +26,9 @@ Defaults of the reference (SPEC B section 8): LeNet5-Caffe ``sigma_p = 1.0``, ``
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +36,8 @@ from torch import Tensor, nn
 
 from .fast import FastConv2d
 
-__all__ = ["BayesConv2d", "BayesLinear", "bayes_layers", "bayesianize_", "gaussian_kl", "set_sampling",
-           "total_bayes_kl"]
+__all__ = ["BayesConv2d", "BayesLinear", "bayes_layers", "bayesianize_", "gaussian_kl", "one_sample",
+           "set_sampling", "total_bayes_kl"]
 
 
 def gaussian_kl(mu: Tensor, sigma: Tensor, sigma_prior: float) -> Tensor:
@@ -61,6 +64,8 @@ class _BayesMixin:
         self.sample_in_eval = False
         self.weight_rho = nn.Parameter(torch.full_like(self.weight, self.rho_init))
         self.bias_rho = None if self.bias is None else nn.Parameter(torch.full_like(self.bias, self.rho_init))
+        #: standard-normal noise of the weight and bias held fixed by :func:`one_sample` (None: draw per call)
+        self._noise: tuple[Tensor, Tensor | None] | None = None
 
     def reset_mean_(self) -> None:
         """Reference init of the means: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights and biases."""
@@ -79,11 +84,16 @@ class _BayesMixin:
         """``(W, b)`` of this forward call: a fresh sample when :attr:`sampling`, the means otherwise."""
         if not self.sampling:
             return self.weight, self.bias
-        w = self.weight + F.softplus(self.weight_rho) * torch.randn_like(self.weight)
+        noise_w, noise_b = self._noise or self.draw_noise()
+        w = self.weight + F.softplus(self.weight_rho) * noise_w
         b = None
         if self.bias is not None:
-            b = self.bias + F.softplus(self.bias_rho) * torch.randn_like(self.bias)
+            b = self.bias + F.softplus(self.bias_rho) * noise_b
         return w, b
+
+    def draw_noise(self) -> tuple[Tensor, Tensor | None]:
+        """Fresh ``eps ~ N(0, I)`` for the weight and the bias."""
+        return torch.randn_like(self.weight), None if self.bias is None else torch.randn_like(self.bias)
 
     def kl(self) -> Tensor:
         """Sum over weights and biases of ``KL(q || prior)`` (closed form, differentiable in mu and rho)."""
@@ -191,6 +201,25 @@ def set_sampling(model: nn.Module, enabled: bool) -> int:
     for m in layers:
         m.sample_in_eval = bool(enabled)
     return len(layers)
+
+
+@contextlib.contextmanager
+def one_sample(model: nn.Module) -> Iterator[None]:
+    """Inside the block, every sampling forward of ``model`` uses one weight sample drawn on entry.
+
+    The reference's AT BNN draws its noise once per training step, so the clean and the adversarial
+    pass see the same weights; wrap both forwards in this block to do the same. Gradients still flow
+    to ``mu`` and ``rho`` through ``W = mu + softplus(rho) * eps``. Nested blocks keep the outer sample;
+    the per-call draws come back on exit, also when the block raises.
+    """
+    layers = [m for m in bayes_layers(model) if m._noise is None]
+    for m in layers:
+        m._noise = m.draw_noise()
+    try:
+        yield
+    finally:
+        for m in layers:
+            m._noise = None
 
 
 def total_bayes_kl(model: nn.Module) -> Tensor:
