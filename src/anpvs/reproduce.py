@@ -116,7 +116,8 @@ def _autoattack_entry(value: Any) -> dict[str, Any] | None:
     entry = _mapping(value, "autoattack")
     unknown = set(entry) - _AA_KEYS
     if unknown:
-        raise ProtocolError(f"autoattack: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(_AA_KEYS))}")
+        raise ProtocolError(f"autoattack: unknown key(s) {', '.join(sorted(unknown))}; "
+                            f"valid: {', '.join(sorted(_AA_KEYS))}")
     n, seeds = entry.get("test_limit"), entry.get("seeds", [0])
     if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
         raise ProtocolError(f"autoattack.test_limit must be an integer >= 1 (got {n!r})")
@@ -437,8 +438,8 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
               progress: bool = True) -> dict[str, Any]:
     """Train and evaluate every row of a table's protocol, write the tables (and figures); returns a summary.
 
-    ``table``/``scale`` pick the shipped protocol (``scale`` default: :data:`DEFAULT_SCALE`); ``protocol`` (a YAML path) replaces it. ``seeds`` runs
-    seeds ``0 .. seeds-1`` of every row. ``rows`` restricts the rows shown (dependencies still train).
+    ``table``/``scale`` pick the shipped protocol (``scale`` default: :data:`DEFAULT_SCALE`); ``protocol``
+    (a YAML path) replaces it. ``seeds`` runs seeds ``0 .. seeds-1`` of every row. ``rows`` restricts the rows shown (dependencies still train).
     """
     t0 = time.time()
     if protocol is None:
