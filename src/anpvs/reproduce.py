@@ -439,7 +439,8 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
     """Train and evaluate every row of a table's protocol, write the tables (and figures); returns a summary.
 
     ``table``/``scale`` pick the shipped protocol (``scale`` default: :data:`DEFAULT_SCALE`); ``protocol``
-    (a YAML path) replaces it. ``seeds`` runs seeds ``0 .. seeds-1`` of every row. ``rows`` restricts the rows shown (dependencies still train).
+    (a YAML path) replaces it. ``seeds`` runs seeds ``0 .. seeds-1`` of every row. ``rows`` restricts the
+    rows shown (dependencies still train).
     """
     t0 = time.time()
     if protocol is None:
