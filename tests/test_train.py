@@ -77,6 +77,7 @@ def test_validation_split_metrics_are_logged(tiny_config) -> None:
     fit(cfg, progress=False)
     (row,) = _log(Path(cfg.out))
     assert 0 <= row["val_pgd2_acc"] <= row["val_clean_acc"] <= 100
+    assert row["val_vulnerability"] > 0  # V of the test-mode network on the validation split, every epoch
     assert read_checkpoint(Path(cfg.out) / "checkpoint.pt")["data"]["n_train"] == 32
 
 

@@ -40,6 +40,7 @@ from .guards import DivergenceGuard, checkpoint_note
 from .methods import Method, build_method
 from .models import create_model
 from .pruning import mask_summary, named_masks
+from .metrics.vulnerability import vulnerability
 from .runlock import MARKER_NAME, RunLock, clean_partial_writes, foreign_entries
 from .step import TrainStep, build_optimizers, lr_factor, make_optimizer, split_parameters
 
@@ -122,27 +123,28 @@ def compile_model(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> int:
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += (model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
-    return correct
-
-
 def validate(model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, attack: PGD) -> dict[str, float]:
-    """Clean and PGD accuracy of the *test-mode* network on the validation split (the network users get)."""
+    """Clean and PGD accuracy and the white-box vulnerability V (mean |z(x) - z(x_adv)| over latent features
+    and validation images) of the *test-mode* network on the validation split (the network users get)."""
     world = distributed.current()
     lo, hi = distributed.shard_bounds(len(val_x), world)  # each rank validates its share
     val_x, val_y = val_x[lo:hi], val_y[lo:hi]
+    counts = torch.zeros(4, dtype=torch.float64)  # clean correct, robust correct, V * n, n
     with eval_mode(model):
         net = attack_network(model)
-        adv = torch.cat([attack(net, val_x[i:i + 500], val_y[i:i + 500]) for i in range(0, len(val_x), 500)]
-                        ) if len(val_x) else val_x
-        counts = torch.tensor([_correct(model, val_x, val_y), _correct(model, adv, val_y), len(val_y)],
-                              dtype=torch.float64)
-    c, r, n = distributed.all_reduce_sum(counts).tolist()
+        for i in range(0, len(val_x), 500):
+            x, y = val_x[i:i + 500], val_y[i:i + 500]
+            adv = attack(net, x, y)
+            with torch.no_grad():
+                logits, latents = model.forward_intermediates(x)
+                logits_adv, latents_adv = model.forward_intermediates(adv)
+                v, _ = vulnerability(latents, latents_adv)
+            counts += torch.tensor([(logits.argmax(1) == y).sum().item(), (logits_adv.argmax(1) == y).sum().item(),
+                                    v.item() * len(y), len(y)], dtype=torch.float64)
+    c, r, vn, n = distributed.all_reduce_sum(counts).tolist()
     clean, robust = 100.0 * c / max(n, 1), 100.0 * r / max(n, 1)
-    return {"val_clean_acc": round(clean, 2), f"val_pgd{attack.steps}_acc": round(robust, 2)}
+    return {"val_clean_acc": round(clean, 2), f"val_pgd{attack.steps}_acc": round(robust, 2),
+            "val_vulnerability": round(vn / max(n, 1), 5)}
 
 
 def prepare_run_dir(out: str, *, force: bool = False) -> Path:
