@@ -38,9 +38,9 @@ from .data import BatchLoader, load_dataset
 from .errors import AnpvsError, OutputError, RunInterrupted
 from .guards import DivergenceGuard, checkpoint_note
 from .methods import Method, build_method
+from .metrics.vulnerability import vulnerability
 from .models import create_model
 from .pruning import mask_summary, named_masks
-from .metrics.vulnerability import vulnerability
 from .runlock import MARKER_NAME, RunLock, clean_partial_writes, foreign_entries
 from .step import TrainStep, build_optimizers, lr_factor, make_optimizer, split_parameters
 
