@@ -1,4 +1,4 @@
-"""One-command reproduction of the paper's tables: ``anpvs reproduce --table mnist --scale cpu --seeds 2``.
+"""One-command reproduction of the paper's tables: ``anpvs reproduce --table mnist --scale sample --seeds 2``.
 
 A *protocol* says what to train; it is data, not code: a YAML file shipped in ``anpvs/protocols``
 (``<table>_<scale>.yaml``) or any file given with ``protocol=``. Schema::
