@@ -401,3 +401,19 @@ def test_autoattack_block_errors(tmp_path: Path, block: str, message: str) -> No
     p.write_text(f"table: mnist\nsource: {{seed: 1}}\nrows: {{at: {{}}}}\nautoattack: {block}\n")
     with pytest.raises(rp.ProtocolError, match=message):
         rp.load_protocol(p)
+
+
+def test_full_mnist_protocol_is_the_papers_data_and_training_attack(tmp_path: Path) -> None:
+    proto = rp.load_protocol(rp.protocol_path("mnist", "full"))
+    assert proto["scale"] == "full" and proto["autoattack"] == {"test_limit": 1000, "seeds": [0]}
+    assert [k for k in proto["rows"] if proto["rows"][k]["aa_sampled"]] == ["at_bnn"]
+    jobs, shown, _ = rp.plan(proto, seeds=[0, 1], out=tmp_path, device="cpu", data_dir="/data/mnist")
+    assert shown == ["standard", "bp", "at", "at_bnn", "pretrained_at", "admm", "trades", "anp_vs", "at_vs", "anp"]
+    for job in jobs:
+        c = job.cfg
+        assert (c.attack.steps, c.attack.step_size, c.attack.eps) == (20, 0.01, 0.3), job.name
+        assert (c.eval.steps, c.eval.step_size) == (40, 0.01) and c.train.lr_milestones == []
+        if not job.name.startswith("pretrain."):
+            assert c.data.name == "mnist" and c.data.dir == "/data/mnist", job.name
+            assert c.data.train_limit is None and c.data.test_limit is None and c.data.val_size == 0, job.name
+    assert {j.name: j.cfg.data.name for j in jobs}["pretrain.fashion_at"] == "fashion_mnist"
