@@ -417,3 +417,27 @@ def test_full_mnist_protocol_is_the_papers_data_and_training_attack(tmp_path: Pa
             assert c.data.name == "mnist" and c.data.dir == "/data/mnist", job.name
             assert c.data.train_limit is None and c.data.test_limit is None and c.data.val_size == 0, job.name
     assert {j.name: j.cfg.data.name for j in jobs}["pretrain.fashion_at"] == "fashion_mnist"
+
+
+def test_tables_only_writes_the_finished_rows_and_trains_nothing(tmp_path: Path, monkeypatch) -> None:
+    protocol = tmp_path / "tiny.yaml"
+    protocol.write_text(TINY)
+    out = tmp_path / "out"
+    with pytest.raises(rp.ProtocolError, match="holds no reproduction yet"):
+        rp.reproduce(protocol=protocol, seeds=1, out=out, device="cpu", progress=False, train=False)
+    # a reproduction cut after the Standard row: the AT row has no checkpoint yet
+    rp.reproduce(protocol=protocol, seeds=1, out=out, rows=["standard"], device="cpu", figures=False, progress=False)
+    full = _table(out)
+    manifest = (out / "reproduce.json").read_bytes()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("--tables-only must not train or evaluate")
+
+    monkeypatch.setattr(rp, "fit", no_training)
+    monkeypatch.setattr(rp, "evaluate_checkpoint", no_training)
+    summary = rp.reproduce(protocol=protocol, seeds=1, out=out, device="cpu", progress=False, train=False)
+    table = _table(out)
+    assert table["Standard"] == full["Standard"]  # the finished row, from its records
+    assert table["AT"]["clean_acc"]["n"] == 0
+    assert "AT: seed(s) 0 missing (not trained yet)." in summary["markdown"]
+    assert (out / "reproduce.json").read_bytes() == manifest  # the reproduction's manifest is left alone

@@ -156,6 +156,8 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="local data folder of the table's dataset (MNIST IDX files, CIFAR batches)")
     p.add_argument("--pretrain-data-dir", help="local data folder of the pre-training runs (e.g. Fashion-MNIST)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument("--tables-only", action="store_true",
+                   help="train and evaluate nothing: write the tables from the finished runs so far (no figures)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -293,7 +295,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         summary = reproduce(args.table, seeds=args.seeds, scale=args.scale, out=args.out, rows=args.rows,
                             protocol=args.protocol, device=args.device, data_dir=args.data_dir,
                             pretrain_data_dir=args.pretrain_data_dir, figures=not args.no_figures,
-                            progress=not args.quiet)
+                            progress=not args.quiet, train=not args.tables_only)
     except KeyboardInterrupt as e:  # Ctrl-C or RunInterrupted (SIGINT/SIGTERM)
         how = f"stopped by {e.signame}" if isinstance(e, RunInterrupted) else "interrupted"
         print(f"anpvs: error: {how}; rerun the same command to resume (finished runs and evaluations are kept)",

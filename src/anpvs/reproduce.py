@@ -414,6 +414,46 @@ def _evaluate(job: Job, *, epoch: int, source: Job | None, source_epoch: int | N
     return rec, False
 
 
+def _finished(job: Job, source: Job | None, epochs: dict[str, int],
+              proto: dict[str, Any]) -> tuple[int, dict[str, Any] | None] | str | None:
+    """For ``--tables-only``: ``(epoch, record)`` of a run that is trained and evaluated (``record`` None for
+    runs without an evaluation), else why not (a footnote). Nothing is trained or evaluated."""
+    if not job.checkpoint.is_file():
+        return "not trained yet"
+    try:
+        epoch = int(read_checkpoint(job.checkpoint)["epoch"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return "its checkpoint cannot be read"
+    if epoch < job.cfg.train.epochs:
+        return f"trained {epoch} of {job.cfg.train.epochs} epochs so far"
+    if not job.evaluate:
+        return epoch, None
+    if source is not None and source.name not in epochs:
+        return "its black-box source is not finished"
+    path = job.run_dir / ("eval_bb.json" if source else "eval.json")
+    rec = _current_record(path, epoch=epoch, source=source.checkpoint if source else None,
+                          source_epoch=epochs.get(source.name) if source else None, cfg=job.cfg)
+    if rec is None:
+        return "not evaluated yet"
+    aa = proto["autoattack"]
+    if job.row is not None and aa is not None and job.seed in aa["seeds"]:
+        from .audit import fresh_record
+
+        sampled = proto["rows"][job.row]["aa_sampled"]
+        path = job.run_dir / ("eval_autoattack_sampled.json" if sampled else "eval_autoattack.json")
+        aa_rec = fresh_record(path, job.checkpoint, test_limit=aa["test_limit"])
+        if aa_rec is not None:
+            rec = _with_autoattack(rec, aa_rec)
+    return epoch, rec
+
+
+def _with_autoattack(rec: dict[str, Any], aa_rec: dict[str, Any]) -> dict[str, Any]:
+    """``rec`` with the AutoAttack accuracy and the PGD accuracy on the same subset of ``aa_rec``."""
+    m = aa_rec["metrics"]
+    return {**rec, "metrics": {**rec["metrics"], "autoattack_acc": m["autoattack_acc"], "aa_pgd_acc": m["pgd_acc"],
+                               "aa_n": m["n"]}}
+
+
 def _autoattack(job: Job, test_limit: int, *, sampled: bool, device: str, progress: bool) -> dict[str, Any]:
     """AutoAttack and PGD on ``test_limit`` seeded test images of ``job``'s checkpoint (reused when current).
 
@@ -435,12 +475,14 @@ def _autoattack(job: Job, test_limit: int, *, sampled: bool, device: str, progre
 def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = None, out: str | Path = "runs/reproduce",
               rows: list[str] | None = None, protocol: str | Path | None = None, device: str = "auto",
               data_dir: str | None = None, pretrain_data_dir: str | None = None, figures: bool = True,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, train: bool = True) -> dict[str, Any]:
     """Train and evaluate every row of a table's protocol, write the tables (and figures); returns a summary.
 
     ``table``/``scale`` pick the shipped protocol (``scale`` default: :data:`DEFAULT_SCALE`); ``protocol``
     (a YAML path) replaces it. ``seeds`` runs seeds ``0 .. seeds-1`` of every row. ``rows`` restricts the
-    rows shown (dependencies still train).
+    rows shown (dependencies still train). ``train=False`` (``--tables-only``) trains and evaluates nothing:
+    it writes the tables from the records that are already current, footnoting every run still to do, e.g.
+    to look at a long reproduction while it runs.
     """
     t0 = time.time()
     if protocol is None:
@@ -456,9 +498,13 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
     seed_list = list(range(seeds))
     jobs, shown, skipped = plan(proto, seeds=seed_list, out=out, rows=rows, device=device, data_dir=data_dir,
                                 pretrain_data_dir=pretrain_data_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "protocol.yaml").write_text(Path(proto["path"]).read_text())
-    _write_manifest(out, proto, seed_list, shown, skipped, jobs, device)
+    if not train and not (out / "reproduce.json").is_file():
+        raise ProtocolError(f"--tables-only: {str(out)!r} holds no reproduction yet (no reproduce.json); "
+                            f"run anpvs reproduce without --tables-only first")
+    if train:  # --tables-only leaves the manifest of the reproduction (maybe running) alone
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "protocol.yaml").write_text(Path(proto["path"]).read_text())
+        _write_manifest(out, proto, seed_list, shown, skipped, jobs, device)
 
     notes: list[str] = []
     failed: dict[str, str] = {}  # job name -> reason
@@ -483,6 +529,15 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
                          f"delete {job.run_dir} and rerun to retrain it.")
             log.warning("%s: existing run differs from the protocol: %s", prefix, diff)
         t_job = time.time()
+        if not train:
+            found = _finished(job, source if job.kind != "source" else None, epochs, proto)
+            if isinstance(found, str):
+                failed[job.name] = found
+            elif found is not None:
+                epochs[job.name], rec = found
+                records[job.name] = rec
+            bar.update()
+            continue
         try:
             log.info("%s: train %s (%d epochs, seed %d)", prefix, job.cfg.method.name, job.cfg.train.epochs,
                      job.cfg.seed)
@@ -514,9 +569,7 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
                 rec = _autoattack(job, aa["test_limit"], sampled=proto["rows"][job.row]["aa_sampled"],
                                   device=device, progress=progress)
                 m = rec["metrics"]
-                records[job.name] = {**records[job.name], "metrics": {
-                    **records[job.name]["metrics"], "autoattack_acc": m["autoattack_acc"], "aa_pgd_acc": m["pgd_acc"],
-                    "aa_n": m["n"]}}
+                records[job.name] = _with_autoattack(records[job.name], rec)
                 log.info("%s: AutoAttack %.2f, PGD %.2f on the same %d test images (%.0f s)", prefix,
                          m["autoattack_acc"], m["pgd_acc"], m["n"], time.time() - t_job)
             if job.row is not None and proto["rows"][job.row]["sampled_eval"]:
@@ -529,7 +582,7 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
 
     paths = write_tables(out, **table_inputs(proto, seed_list, shown, skipped, failed, records, notes))
     figure_paths: list[str] = []
-    if figures:
+    if figures and train:
         from .figures import FiguresUnavailable, draw_figures
 
         try:
@@ -539,7 +592,9 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
     summary = {"out": str(out), "tables": {k: str(v) for k, v in paths.items()}, "figures": figure_paths,
                "skipped": skipped, "failed": failed, "elapsed_s": round(time.time() - t0, 1),
                "markdown": paths["md"].read_text()}
-    _write_manifest(out, proto, seed_list, shown, skipped, jobs, device, failed=failed, elapsed=summary["elapsed_s"])
+    if train:
+        _write_manifest(out, proto, seed_list, shown, skipped, jobs, device, failed=failed,
+                        elapsed=summary["elapsed_s"])
     return summary
 
 
