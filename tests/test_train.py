@@ -360,3 +360,23 @@ def test_collapsed_layer_stops_training_and_keeps_the_last_good_checkpoint(
     ckpt = read_checkpoint(run / "checkpoint.pt")
     assert ckpt["epoch"] == 1
     assert ckpt["state_dict"]["mask2.a_uc"].min() > -10.0  # the collapsed state was not saved
+
+
+def test_validation_attack_runs_with_gradients() -> None:
+    """The validation PGD must see input gradients (under no_grad it would stay at its random start)."""
+    from anpvs.attacks import PGD
+    from anpvs.models import create_model
+    from anpvs.train import validate
+
+    torch.manual_seed(0)
+    model = create_model("lenet5_caffe")
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    seen = []
+
+    class Spy(PGD):
+        def __call__(self, model, x, y):
+            seen.append(torch.is_grad_enabled())
+            return super().__call__(model, x, y)
+
+    validate(model, x, y, Spy(eps=0.3, step_size=0.1, steps=2))
+    assert seen == [True]

@@ -122,7 +122,6 @@ def compile_model(model: nn.Module) -> None:
     model.forward_intermediates = torch.compile(model.forward_intermediates)
 
 
-@torch.no_grad()
 def validate(model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, attack: PGD) -> dict[str, float]:
     """Clean and PGD accuracy and the white-box vulnerability V (mean |z(x) - z(x_adv)| over latent features
     and validation images) of the *test-mode* network on the validation split (the network users get)."""
