@@ -264,3 +264,18 @@ def test_trained_model_clean_fgsm_pgd_ordering(trained_lenet) -> None:
     assert clean >= fgsm >= pgd
     assert pgd < clean
     assert not model.training
+
+
+def test_pgd_under_no_grad_is_the_same_attack() -> None:
+    """Callers inside torch.no_grad() get the real attack, not its random start."""
+    from anpvs.models import create_model
+
+    model = create_model("lenet5_caffe").eval()
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    atk = PGD(eps=0.3, step_size=0.05, steps=3)
+    torch.manual_seed(1)
+    ref = atk(model, x, y)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        got = atk(model, x, y)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)

@@ -77,7 +77,9 @@ class PGD:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         x = x.detach()
         loss_fn = ATTACK_LOSSES.get(self.loss)
-        with eval_mode(model), frozen_parameters(model):
+        # enable_grad: called under torch.no_grad() the steps would have no input gradient and the attack
+        # would silently stay at its random start
+        with eval_mode(model), frozen_parameters(model), torch.enable_grad():
             logits_clean = None
             if self.loss == "kl":
                 with torch.no_grad():
