@@ -3,28 +3,50 @@
 Public API::
 
     from anpvs import create_model, list_models, PGD, FGSM, load_model, fit, evaluate, compact
+
+The names are imported on first use, so ``import anpvs`` (and ``anpvs --version``) does not load torch.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .attacks import FGSM, PGD  # noqa: E402
-from .checkpoint import load_model  # noqa: E402
-from .compact import compact  # noqa: E402
+import importlib
+import sys
+import types
 
-# ``from anpvs import evaluate`` is the function: importing the submodule binds the package attribute
-# ``evaluate`` to the module, so the function is bound over it here, once the submodule is loaded (the
-# module stays importable as ``anpvs.evaluate`` through sys.modules: ``from anpvs.evaluate import ...``).
-from .evaluate import evaluate  # noqa: E402
-from .models import create_model, list_models  # noqa: E402
+from ._version import __version__
+
+#: public name -> the module that defines it
+_API = {
+    "FGSM": "attacks", "PGD": "attacks", "load_model": "checkpoint", "compact": "compact",
+    "evaluate": "evaluate", "create_model": "models", "list_models": "models", "fit": "train",
+}
+
+
+class _Package(types.ModuleType):
+    """The package module. ``anpvs.evaluate`` is the function, although a submodule has the same name:
+    importing the submodule makes the import system bind the package attribute ``evaluate`` to the module,
+    and this property ignores that binding (the module stays importable through ``sys.modules``:
+    ``from anpvs.evaluate import ...``, ``importlib.import_module("anpvs.evaluate")``)."""
+
+    @property
+    def evaluate(self):
+        return importlib.import_module(f"{__name__}.evaluate").evaluate
+
+    @evaluate.setter
+    def evaluate(self, value) -> None:  # the import system binding the submodule
+        pass
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):
-    # fit pulls in the data and training stack; import it lazily.
-    if name == "fit":
-        from .train import fit
-
-        return fit
-    raise AttributeError(name)
+    if name in _API:
+        value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+        if name != "evaluate":
+            globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["FGSM", "PGD", "__version__", "compact", "create_model", "evaluate", "fit", "list_models",

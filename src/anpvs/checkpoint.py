@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .errors import AnpvsError
 from .models import MODELS, create_model
 

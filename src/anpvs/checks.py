@@ -219,7 +219,7 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
     from .errors import check_output_file
     from .evaluate import evaluation_record, write_record
     from .runner import sampling_setup
-    from .train import resolve_device
+    from .runtime import resolve_device
 
     # a compacted checkpoint usually sits beside its source: its record must not replace the source's
     default = "check_compact.json" if out is None and is_compact_checkpoint(checkpoint) else "check.json"

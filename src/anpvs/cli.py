@@ -14,9 +14,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .config import ConfigError, build_config, load_yaml, parse_override
-from .errors import AnpvsError, RunInterrupted, finite_float, seed_int
+# Only the version and the error types at import time: ``anpvs --version`` and ``--help`` load no torch;
+# each command imports what it runs.
+from ._version import __version__
+from .errors import AnpvsError, ConfigError, RunInterrupted, finite_float, seed_int
 
 log = logging.getLogger("anpvs")
 
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(args: argparse.Namespace):
+    from .config import build_config, load_yaml, parse_override
+
     base = load_yaml(args.config) if args.config else {}
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if "." in k and v is not None}
     for _, key, _, _ in TRAIN_FLAGS:

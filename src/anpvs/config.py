@@ -17,13 +17,8 @@ from typing import Any
 
 import yaml
 
-from .errors import AnpvsError
-
-
-class ConfigError(AnpvsError, ValueError):
-    """A bad configuration key or value (the CLI prints it as one line and exits with status 2)."""
-
-    exit_code = 2
+from .errors import ConfigError
+from .registry import METHODS, MODELS
 
 
 @dataclass
@@ -323,19 +318,14 @@ def config_from_dict(d: dict[str, Any]) -> Config:
 
 def validate(cfg: Config) -> None:
     """Reject values that cannot work, with one-line messages naming the key and the fix."""
-    from .methods import METHODS
-    from .models import MODELS
-
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise ConfigError(msg)
 
     for key, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):
         need(-2**63 <= seed < 2**63, f"{key} must fit in 64 bits (got {seed}); use a smaller seed")
-    if cfg.model.name not in MODELS:
-        raise ConfigError(f"unknown model {cfg.model.name!r}; valid: {', '.join(MODELS.names())}")
-    if cfg.method.name not in METHODS:
-        raise ConfigError(f"unknown method {cfg.method.name!r}; valid: {', '.join(METHODS.names())}")
+    MODELS.get(cfg.model.name)  # an unknown name raises a ConfigError listing the valid ones
+    METHODS.get(cfg.method.name)
     for name, a in (("attack", cfg.attack), ("eval", cfg.eval)):
         need(a.eps >= 0, f"{name}.eps must be >= 0 (got {a.eps})")
         need(a.step_size > 0, f"{name}.step_size must be > 0 (got {a.step_size})")

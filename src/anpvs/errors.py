@@ -3,8 +3,9 @@
 Every anticipated failure raises a subclass of :class:`AnpvsError` whose message is one line that
 names the problem and the fix; the command line prints it as ``anpvs: error: <message>`` and exits with
 the class's :attr:`~AnpvsError.exit_code` (docs/reliability.md lists them). The concrete classes stay
-where they always were (``ConfigError`` in :mod:`anpvs.config`, ``CheckpointError`` in
-:mod:`anpvs.checkpoint`, ...); they also derive from the built-in exception they used to be, so
+beside the code that raises them (``CheckpointError`` in :mod:`anpvs.checkpoint`, ...), except the few that
+several layers raise, defined here (``ConfigError``, also importable from :mod:`anpvs.config`; ``TrainingError``,
+also from :mod:`anpvs.train`). They also derive from the built-in exception they used to be, so
 ``except ValueError`` around :func:`anpvs.data.load_dataset` keeps working.
 """
 
@@ -22,6 +23,16 @@ class AnpvsError(Exception):
 
     #: exit status of the command line (2: the command was wrong, 1: the input or the run failed)
     exit_code: int = 1
+
+
+class ConfigError(AnpvsError, ValueError):
+    """A bad configuration key or value (the CLI prints it as one line and exits with status 2)."""
+
+    exit_code = 2
+
+
+class TrainingError(AnpvsError, RuntimeError):
+    """Training cannot go on (diverged loss, collapsed layer, refusing to overwrite a run, a missing device)."""
 
 
 class DataError(AnpvsError, ValueError):
@@ -57,8 +68,6 @@ class RunInterrupted(KeyboardInterrupt):
 
 def finite(value: Any, what: str) -> float:
     """``float(value)`` if it is a finite number, else :class:`ConfigError` naming ``what``."""
-    from .config import ConfigError
-
     try:
         v = float(value)
     except (TypeError, ValueError, OverflowError):
@@ -133,5 +142,5 @@ def check_output_file(path: str | os.PathLike[str], *, flag: str = "--out",
     return p
 
 
-__all__ = ["AnpvsError", "DataError", "DeviceError", "OutputError", "RunInterrupted", "check_output_file",
+__all__ = ["AnpvsError", "ConfigError", "DataError", "DeviceError", "OutputError", "RunInterrupted", "TrainingError", "check_output_file",
            "finite", "finite_float", "seed_int"]

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import __version__, distributed
+from . import distributed
+from ._version import __version__
 from .attacks import eval_mode
 from .checkpoint import git_commit
 from .compact import attack_network, compact_stats

@@ -398,7 +398,7 @@ def draw_figures(out: str | Path, *, device: str = "auto", n_images: int | None 
     from .checkpoint import load_model
     from .config import config_from_dict
     from .data import load_dataset
-    from .train import resolve_device
+    from .runtime import resolve_device
 
     require_matplotlib()
     out = Path(out)

@@ -54,7 +54,7 @@ class DivergenceGuard:
 
     def check_epoch(self, epoch: int, metrics: dict[str, Any], run_dir: str | Path) -> None:
         """After epoch ``epoch`` (0-based, not yet checkpointed): stop on a non-finite or exploded mean loss."""
-        from .train import TrainingError
+        from .errors import TrainingError
 
         self._fix_reference()
         terms = [k for k in ("loss", "mask_loss") if isinstance(metrics.get(k), (int, float))]

@@ -1,17 +1,26 @@
-"""A tiny name -> object registry that fails loudly on unknown names."""
+"""Name -> object registries that fail loudly on unknown names, and discover their plug-ins.
+
+The plug-in kinds of anpvs are declared here, once: :data:`MODELS`, :data:`METHODS`, :data:`ATTACKS`
+and :data:`DATA_FORMATS`. Each names the package whose modules register into it; the first lookup imports
+every module of that package (``pkgutil``), so a new model, method, attack or dataset format is one file in
+its package with a ``@register_...`` decorator, and no import list is edited. Looking a name up never needs
+the caller to import the package (``anpvs.config`` checks names without importing the methods)."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from .errors import AnpvsError
+from .errors import ConfigError
 
 T = TypeVar("T")
 
 
-class UnknownNameError(AnpvsError, KeyError):
-    """A name that is not in a registry (a ``KeyError``; the message lists the valid names)."""
+class UnknownNameError(ConfigError, KeyError):
+    """A name that is not in a registry (a ``KeyError`` and a :class:`~anpvs.errors.ConfigError`; the message
+    lists the valid names; exit status 2)."""
 
     exit_code = 2
 
@@ -22,6 +31,8 @@ class UnknownNameError(AnpvsError, KeyError):
 class Registry(Generic[T]):
     """Maps names to factories. ``get`` on an unknown name raises ``KeyError`` listing valid names.
 
+    ``package``: a dotted package name whose modules are imported on the first lookup (discovery).
+
     >>> MODELS = Registry("model")
     >>> @MODELS.register("toy")
     ... def toy(): return 1
@@ -29,9 +40,11 @@ class Registry(Generic[T]):
     1
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
+        self.package = package
         self._items: dict[str, T] = {}
+        self._discovered = package is None
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -42,7 +55,18 @@ class Registry(Generic[T]):
 
         return deco
 
+    def discover(self) -> None:
+        """Import every module of ``package`` once (their decorators register them)."""
+        if self._discovered:
+            return
+        self._discovered = True
+        pkg = importlib.import_module(self.package)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{self.package}.{info.name}")
+
     def get(self, name: str) -> T:
+        self.discover()
         try:
             return self._items[name]
         except KeyError:
@@ -50,7 +74,21 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
 
     def names(self) -> list[str]:
+        self.discover()
         return sorted(self._items)
 
+    def items(self) -> list[tuple[str, T]]:
+        self.discover()
+        return sorted(self._items.items())
+
     def __contains__(self, name: object) -> bool:
+        self.discover()
         return name in self._items
+
+
+MODELS: Registry[Callable[..., Any]] = Registry("model", "anpvs.models")
+METHODS: Registry[Callable[..., Any]] = Registry("method", "anpvs.methods")
+ATTACKS: Registry[Callable[..., Any]] = Registry("attack", "anpvs.attacks")
+DATA_FORMATS: Registry[Callable[..., Any]] = Registry("dataset", "anpvs.data")
+
+__all__ = ["ATTACKS", "DATA_FORMATS", "METHODS", "MODELS", "Registry", "UnknownNameError"]

@@ -55,7 +55,7 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from . import __version__
+from ._version import __version__
 from .checkpoint import CheckpointError, read_checkpoint
 from .config import Config, ConfigError, build_config, config_from_dict, flatten
 from .data import DataNotFoundError

@@ -71,7 +71,7 @@ class RunLock:
         self._fd: int | None = None
 
     def _busy(self, pid_text: str) -> Exception:
-        from .train import TrainingError
+        from .errors import TrainingError
 
         who = f"pid {pid_text}" if pid_text else "another process"
         return TrainingError(f"{str(self.path.parent)!r} is in use by another anpvs run ({who}); wait for it "

@@ -20,7 +20,8 @@ from .config import build_config, config_from_dict
 from .data import load_dataset
 from .evaluate import efficiency, evaluate, evaluation_record, write_record
 from .report import COLUMNS, markdown_table
-from .train import fit, resolve_device
+from .runtime import resolve_device
+from .train import fit
 
 log = logging.getLogger(__name__)
 

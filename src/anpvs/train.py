@@ -35,55 +35,17 @@ from .checkpoint import (
 from .compact import attack_network
 from .config import Config, config_from_dict
 from .data import BatchLoader, load_dataset
-from .errors import AnpvsError, OutputError, RunInterrupted
+from .errors import OutputError, RunInterrupted, TrainingError
 from .guards import DivergenceGuard, checkpoint_note
 from .methods import Method, build_method
 from .metrics.vulnerability import vulnerability
 from .models import create_model
 from .pruning import mask_summary, named_masks
+from .runtime import resolve_device, seed_everything
 from .runlock import MARKER_NAME, RunLock, clean_partial_writes, foreign_entries
 from .step import TrainStep, build_optimizers, lr_factor, make_optimizer, split_parameters
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(AnpvsError, RuntimeError):
-    """Training cannot go on (diverged loss, collapsed layer, refusing to overwrite a run)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TrainingError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise TrainingError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA "
-                            f"device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}, cpu or auto")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                     and torch.backends.mps.is_available()):
-        raise TrainingError(f"device {name!r} requested but MPS (Apple GPU) is not available on this machine; "
-                            f"use --device cpu or auto")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise TrainingError(f"device {name!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def model_spec(cfg: Config, method: Method, num_classes: int, in_channels: int) -> tuple[str, dict[str, Any]]:
@@ -446,4 +408,4 @@ def _brief(metrics: dict[str, Any]) -> str:
 
 # lr_factor, make_optimizer and split_parameters live in anpvs.step; re-exported for existing imports
 __all__ = ["CheckpointError", "TrainStep", "TrainingError", "build_optimizers", "fit", "lr_factor",
-           "make_optimizer", "resolve_device", "split_parameters"]
+           "make_optimizer", "resolve_device", "seed_everything", "split_parameters"]

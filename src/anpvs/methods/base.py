@@ -13,7 +13,6 @@ L2 weight decay is applied by the optimizer (``train.weight_decay``), not by the
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
@@ -21,9 +20,7 @@ from torch.nn import functional as F
 
 from ..attacks import PGD
 from ..config import Config
-from ..registry import Registry
-
-METHODS: Registry[Callable[..., Method]] = Registry("method")
+from ..registry import METHODS
 
 
 def register_method(name: str):

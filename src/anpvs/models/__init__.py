@@ -1,12 +1,13 @@
-"""Model registry: ``create_model(name, **kwargs)``; ``list_models()``."""
+"""Model registry: ``create_model(name, **kwargs)``; ``list_models()``.
+
+Every module of this package is imported on the first lookup (:class:`anpvs.registry.Registry`), so a new
+architecture is one file here with ``@register_model("name")``."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..registry import Registry
-
-MODELS: Registry = Registry("model")
+from ..registry import MODELS
 
 
 def register_model(name: str):
@@ -25,4 +26,4 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-from . import bnn, lenet5_caffe, vgg16  # noqa: E402,F401  (registration side effects)
+__all__ = ["MODELS", "create_model", "list_models", "register_model"]
