@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AnpvsError
+from .io.atomic import write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +152,8 @@ def _summary(out: Path, rows: list[dict[str, Any]], n_models: int, *, test_limit
     summary = {"out": str(out), "test_limit": test_limit, "aa_limit": aa_limit, "models": rows,
                "n_models": n_models, "complete": len(rows) == n_models, "failed": failed, "passed": not failed,
                "elapsed_s": round(elapsed, 1)}
-    from .evaluate import write_record
-
-    write_record(summary, out / "audit.json")
-    tmp = out / "audit.md.tmp"
-    tmp.write_text(markdown(summary))
-    tmp.replace(out / "audit.md")
+    write_json(out / "audit.json", summary)
+    write_text(out / "audit.md", markdown(summary))
     return summary
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import subprocess
-import tempfile
 import warnings
 from collections.abc import Collection
 from functools import lru_cache
@@ -28,6 +26,7 @@ from torch import nn
 
 from ._version import __version__
 from .errors import AnpvsError
+from .io.atomic import atomic_write
 from .models import MODELS, create_model
 
 FORMAT = "anpvs-checkpoint"
@@ -49,22 +48,9 @@ def git_commit() -> str | None:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
-
-    A crash mid-write leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    from .signals import deferred_signals
-
-    try:
-        with deferred_signals():  # SIGINT/SIGTERM wait until the file is complete and in place
-            torch.save(obj, tmp)
-            os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through the one atomic writer (:func:`anpvs.io.atomic_write`): a crash mid-write leaves
+    the previous file intact."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def make_checkpoint(model: nn.Module, *, config: dict[str, Any] | None = None, epoch: int = 0,

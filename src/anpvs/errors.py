@@ -142,5 +142,5 @@ def check_output_file(path: str | os.PathLike[str], *, flag: str = "--out",
     return p
 
 
-__all__ = ["AnpvsError", "ConfigError", "DataError", "DeviceError", "OutputError", "RunInterrupted", "TrainingError", "check_output_file",
-           "finite", "finite_float", "seed_int"]
+__all__ = ["AnpvsError", "ConfigError", "DataError", "DeviceError", "OutputError", "RunInterrupted", "TrainingError",
+           "check_output_file", "finite", "finite_float", "seed_int"]

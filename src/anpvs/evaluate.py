@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from ._version import __version__
 from .attacks import eval_mode
 from .checkpoint import git_commit
 from .compact import attack_network, compact_stats
+from .io.atomic import write_json
 from .metrics.efficiency import efficiency_report, weight_stats
 from .metrics.vulnerability import vulnerability
 from .pruning import active_units
@@ -197,9 +197,5 @@ def evaluation_record(*, model_name: str, method: str, dataset: str, seed: int, 
 
 
 def write_record(record: dict[str, Any], path: str | Path) -> None:
-    """Write a record atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    """Write a record atomically (:func:`anpvs.io.write_json`)."""
+    write_json(path, record)

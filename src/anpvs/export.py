@@ -25,6 +25,7 @@ from .attacks import OptionalDependencyError
 from .checkpoint import atomic_save, load_model, make_compact_checkpoint, sha256_file
 from .compact import compact, compact_stats, compact_widths, deployable, example_shape, is_compact
 from .config import ConfigError
+from .io.atomic import atomic_write
 
 __all__ = ["EXPORT_ATOL", "EXPORT_FORMATS", "ExportError", "compact_checkpoint", "export_onnx",
            "export_torchscript", "reference_images"]
@@ -93,20 +94,8 @@ def export_onnx(net: nn.Module, example: Tensor, path: str | Path, *, opset: int
 
 
 def _save(write, path: str | Path) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``write(tmp)`` through the one atomic writer (:func:`anpvs.io.atomic_write`)."""
+    atomic_write(path, write)
 
 
 def compact_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None,

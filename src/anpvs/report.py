@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .io.atomic import write_json, write_text
+
 #: (header, metric key, digits) in the order of the paper's Table 1
 COLUMNS: list[tuple[str, str, int]] = [
     ("Clean acc (%)", "clean_acc", 2),
@@ -122,14 +124,12 @@ def write_tables(out_dir: str | Path, rows: dict[str, list[dict[str, Any]]], *, 
                  row_keys: dict[str, str] | None = None, caption: str = "",
                  footnotes: Sequence[str] = (), meta: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` into ``out_dir``; returns their paths."""
-    import json
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = table_data(rows, columns=columns, paper=paper, row_keys=row_keys, caption=caption, footnotes=footnotes,
                       meta=meta)
     paths = {"md": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "json": out_dir / f"{stem}.json"}
-    paths["md"].write_text(markdown_from_data(data))
-    paths["csv"].write_text(csv_from_data(data))
-    paths["json"].write_text(json.dumps(data, indent=2) + "\n")
+    write_text(paths["md"], markdown_from_data(data))
+    write_text(paths["csv"], csv_from_data(data))
+    write_json(paths["json"], data)
     return paths

@@ -16,11 +16,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-LOCK_NAME = ".lock"
+from .io.rundir import CHECKPOINT, CONFIG, LOCK, LOG, MARKER, RunDir
+
+LOCK_NAME = LOCK
 #: written at the start of every run: marks a folder as an anpvs run even before its first checkpoint
-MARKER_NAME = ".anpvs-run"
+MARKER_NAME = MARKER
 #: files an anpvs run folder may hold besides its checkpoint; anything else makes ``--out`` "foreign"
-RUN_FILES = ("config.yaml", "log.jsonl", "checkpoint.pt", LOCK_NAME, MARKER_NAME)
+RUN_FILES = (CONFIG, LOG, CHECKPOINT, LOCK_NAME, MARKER_NAME)
 
 
 def foreign_entries(run_dir: Path) -> list[str]:
@@ -30,7 +32,7 @@ def foreign_entries(run_dir: Path) -> list[str]:
     if not run_dir.is_dir():
         return []
     names = sorted(p.name for p in run_dir.iterdir())
-    if MARKER_NAME in names or "checkpoint.pt" in names:
+    if MARKER_NAME in names or CHECKPOINT in names:
         return []
     return names
 
@@ -38,7 +40,7 @@ def foreign_entries(run_dir: Path) -> list[str]:
 def clean_partial_writes(run_dir: Path) -> list[Path]:
     """Delete ``.checkpoint.pt.*.tmp`` files left by a write that was killed (call while holding the lock)."""
     removed = []
-    for p in run_dir.glob(".checkpoint.pt.*.tmp"):
+    for p in RunDir(run_dir).partial_checkpoints:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
             removed.append(p)

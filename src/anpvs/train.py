@@ -37,12 +37,14 @@ from .config import Config, config_from_dict
 from .data import BatchLoader, load_dataset
 from .errors import OutputError, RunInterrupted, TrainingError
 from .guards import DivergenceGuard, checkpoint_note
+from .io.atomic import write_text
+from .io.rundir import RunDir
 from .methods import Method, build_method
 from .metrics.vulnerability import vulnerability
 from .models import create_model
 from .pruning import mask_summary, named_masks
-from .runtime import resolve_device, seed_everything
 from .runlock import MARKER_NAME, RunLock, clean_partial_writes, foreign_entries
+from .runtime import resolve_device, seed_everything
 from .step import TrainStep, build_optimizers, lr_factor, make_optimizer, split_parameters
 
 log = logging.getLogger(__name__)
@@ -252,7 +254,7 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
     log_path = run_dir / "log.jsonl"
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text(RunDir(run_dir).config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         epoch_log = _restore_log(log_path, start_epoch, state)
     else:  # rank 0 owns the files; the others keep the same epoch log for the checkpoint it writes
         epoch_log = [e for e in ((state or {}).get("log") or []) if e.get("epoch", 0) <= start_epoch]
@@ -379,9 +381,7 @@ def _restore_log(path: Path, epochs_done: int, state: dict[str, Any] | None) -> 
             return []
         return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
     entries = [e for e in saved if isinstance(e, dict) and e.get("epoch", 0) <= epochs_done]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(e) + "\n" for e in entries))
     return entries
 
 
@@ -393,7 +393,7 @@ def _truncate_log(path: Path, epochs_done: int) -> None:
         path.unlink()
         return
     keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epochs_done]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def _brief(metrics: dict[str, Any]) -> str:

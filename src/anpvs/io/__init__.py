@@ -1,0 +1,11 @@
+"""Files on disk: the run-folder model (:mod:`.rundir`: every file name of a run and of a reproduction),
+the one atomic writer (:mod:`.atomic`) and the one freshness rule of records (:mod:`.records`).
+
+Nothing here imports torch at import time; checkpoints themselves are :mod:`anpvs.checkpoint`."""
+
+from .atomic import atomic_write, write_bytes, write_json, write_text
+from .records import MISSING, fresh_record, read_json
+from .rundir import ReproDir, RunDir
+
+__all__ = ["MISSING", "ReproDir", "RunDir", "atomic_write", "fresh_record", "read_json", "write_bytes",
+           "write_json", "write_text"]

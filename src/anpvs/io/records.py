@@ -1,0 +1,58 @@
+"""Reading JSON records back, and the one rule for "is this record still current".
+
+A record (``eval*.json``, ``check.json``, ``eval_autoattack.json``, ...) is *current* for a checkpoint when
+it is no older than the checkpoint and every expected setting has the expected value. Both resumable jobs
+use it: ``anpvs reproduce`` (epoch, black-box source, attack, test subset) and ``anpvs audit`` (its
+``audit`` block)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+#: the value an expectation sees for a key the record lacks
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+
+
+def read_json(path: str | Path) -> Any | None:
+    """The JSON document at ``path``, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _lookup(record: Mapping[str, Any], key: str) -> Any:
+    value: Any = record
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return MISSING
+        value = value[part]
+    return value
+
+
+def fresh_record(path: str | Path, *, checkpoint: str | Path | None = None,
+                 expect: Mapping[str, Any | Callable[[Any], bool]] | None = None) -> dict[str, Any] | None:
+    """The record at ``path`` if it is current, else None.
+
+    Current: it exists and parses, its file is not older than ``checkpoint`` (when given), and every
+    ``expect`` entry holds: a dotted key (``"attack.eps"``) maps to the value it must have, or to a
+    predicate of that value (:data:`MISSING` when the record lacks the key)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    if checkpoint is not None and path.stat().st_mtime_ns < Path(checkpoint).stat().st_mtime_ns:
+        return None
+    rec = read_json(path)
+    if not isinstance(rec, dict):
+        return None
+    for key, want in (expect or {}).items():
+        have = _lookup(rec, key)
+        if not (want(have) if callable(want) else have == want):
+            return None
+    return rec
+
+
+__all__ = ["MISSING", "fresh_record", "read_json"]
