@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from anpvs import reproduce as rp
+from anpvs.jobs.reproduce import run as rp_run  # the module whose evaluate_checkpoint the runs call
 from anpvs.paper_results import PAPER_KEYS, PAPER_ROWS, TABLES, paper_table
 from anpvs.report import TABLE_COLUMNS, summarize, write_tables
 
@@ -197,13 +198,13 @@ def test_reproduce_interrupted_then_resumed_matches_uninterrupted(tmp_path: Path
 
     # resume: the same call finishes the AT row only (training from epoch 2, then its evaluation)
     evaluated: list[str] = []
-    real_eval = rp.evaluate_checkpoint
+    real_eval = rp_run.evaluate_checkpoint
 
     def counting_eval(ckpt, **kw):
         evaluated.append(str(ckpt))
         return real_eval(ckpt, **kw)
 
-    monkeypatch.setattr(rp, "evaluate_checkpoint", counting_eval)
+    monkeypatch.setattr(rp_run, "evaluate_checkpoint", counting_eval)
     summary = rp.reproduce(protocol=protocol, seeds=1, out=b, device="cpu", figures=False, progress=False)
     assert evaluated == [str(b / "runs/at/seed0/checkpoint.pt")]
     assert (b / "runs/standard/seed0/checkpoint.pt").stat().st_mtime_ns == std_ckpt_mtime
@@ -286,9 +287,9 @@ def test_audit_of_a_tiny_reproduction(tmp_path: Path, capsys) -> None:
     rp.reproduce(protocol=protocol, seeds=1, out=out, device="cpu", figures=False, progress=False)
 
     # interrupted in the second model: the report holds the first one
-    import anpvs.checks
+    import anpvs.jobs.check  # where anpvs check's job lives (the audit imports it at call time)
 
-    real_check, calls = anpvs.checks.check_checkpoint, []
+    real_check, calls = anpvs.jobs.check.check_checkpoint, []
 
     def interrupted(ckpt, **kw):
         calls.append(ckpt)
@@ -297,7 +298,7 @@ def test_audit_of_a_tiny_reproduction(tmp_path: Path, capsys) -> None:
         return real_check(ckpt, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(anpvs.checks, "check_checkpoint", interrupted)
+        mp.setattr(anpvs.jobs.check, "check_checkpoint", interrupted)
         with pytest.raises(KeyboardInterrupt):
             audit(out, test_limit=32, autoattack=False, device="cpu", progress=False)
     assert "(partial audit: 1 of 3 models so far)" in (out / "audit.md").read_text()
@@ -433,8 +434,8 @@ def test_tables_only_writes_the_finished_rows_and_trains_nothing(tmp_path: Path,
     def no_training(*args, **kwargs):
         raise AssertionError("--tables-only must not train or evaluate")
 
-    monkeypatch.setattr(rp, "fit", no_training)
-    monkeypatch.setattr(rp, "evaluate_checkpoint", no_training)
+    monkeypatch.setattr(rp_run, "fit", no_training)
+    monkeypatch.setattr(rp_run, "evaluate_checkpoint", no_training)
     summary = rp.reproduce(protocol=protocol, seeds=1, out=out, device="cpu", progress=False, train=False)
     table = _table(out)
     assert table["Standard"] == full["Standard"]  # the finished row, from its records

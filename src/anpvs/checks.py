@@ -16,16 +16,14 @@ Result checks, on accuracies in %:
 * :func:`check_black_box_below_white_box`: a transfer attack beat the white-box attack;
 * :func:`check_eps_sweep`: the accuracy does not fall towards 0 as eps grows, or rises with eps.
 
-:func:`check_checkpoint` runs all of them on a checkpoint (``anpvs check``).
+:func:`anpvs.jobs.check.check_checkpoint` runs all of them on a checkpoint (``anpvs check``).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -170,7 +168,7 @@ def check_eps_sweep(eps: Sequence[float], acc: Sequence[float], *, max_final_acc
     return out
 
 
-# --- the eps sweep and the `anpvs check` job ----------------------------------------------------------------------
+# --- the eps sweep ----------------------------------------------------------------------
 
 def sweep_eps(eps: float, norm: str, input_shape: Sequence[int]) -> list[float]:
     """Radii of the sweep: ``SWEEP_MULTIPLES`` of ``eps`` plus the radius that reaches every image of the
@@ -206,89 +204,10 @@ def eps_sweep(model: nn.Module, images: Tensor, labels: Tensor, eps_values: Sequ
     return m["clean_acc"], rows
 
 
-def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | None = None, steps: int | None = None,
-                     test_limit: int | None = 1000, probe_size: int = 256, sample_weights: bool = False,
-                     eot: int | None = None, ensemble: int | None = None, data_dir: str | None = None,
-                     batch_size: int | None = None, seed: int = 0, device: str = "auto",
-                     out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """``anpvs check``: checks (a) to (c) on a test batch, an eps sweep with checks (d) and (f); writes
-    ``check.json`` beside the checkpoint (or to ``out``) and returns the record (``"warnings"``: all texts)."""
-    from .checkpoint import is_compact_checkpoint, load_model
-    from .config import ConfigError, config_from_dict
-    from .data import load_dataset
-    from .errors import check_output_file
-    from .evaluate import evaluation_record, write_record
-    from .runner import sampling_setup
-    from .runtime import resolve_device
-
-    # a compacted checkpoint usually sits beside its source: its record must not replace the source's
-    default = "check_compact.json" if out is None and is_compact_checkpoint(checkpoint) else "check.json"
-    out = check_output_file(out if out is not None else Path(checkpoint).parent / default,
-                            inputs=[checkpoint])  # before the work, not after it
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
-    dev = resolve_device(device)
-    model, ckpt = load_model(checkpoint, map_location=dev)
-    cfg = config_from_dict(ckpt["config"])
-    e = cfg.eval
-    steps = e.steps if steps is None else steps
-    if steps < 1 or (test_limit is not None and test_limit < 1):
-        raise ConfigError(f"steps and --test-limit must be >= 1 (got {steps}, {test_limit})")
-    eot, ensemble = sampling_setup(model, sample_weights, eot, ensemble)
-    d = cfg.data
-    data = load_dataset(d.name, data_dir or d.dir, download=d.download, test_limit=test_limit, seed=d.seed)
-    norm = cfg.attack.norm  # the threat model the model was trained for, as anpvs eval
-    if eps_values is None:
-        eps_values = sweep_eps(cfg.attack.eps, norm, data.test.images.shape[1:])
-    eps_values = sorted(float(v) for v in eps_values)
-    if not eps_values or eps_values[0] < 0:
-        raise ConfigError(f"the eps sweep needs radii >= 0 (got {eps_values})")
-
-    torch.manual_seed(seed)
-    x = data.test.images[:probe_size].to(dev).float().div(255)
-    y = data.test.labels[:probe_size].to(dev)
-    found = {"model": check_model(model, x, y, eot=eot)}
-    clean_acc, rows = eps_sweep(model, data.test.images, data.test.labels, eps_values, step_size=e.step_size,
-                                steps=steps, norm=norm, eot=eot, ensemble=ensemble,
-                                batch_size=batch_size or e.batch_size, seed=seed, progress=progress)
-    attacked = {f"PGD at eps={r['eps']:g}": r["acc"] for r in rows if r["eps"] > 0}
-    found["robust_above_clean"] = check_robust_above_clean(clean_acc, attacked)
-    found["eps_sweep"] = check_eps_sweep([r["eps"] for r in rows], [r["acc"] for r in rows], n=len(data.test))
-    all_warnings = [w for ws in found.values() for w in ws]
-    record = evaluation_record(
-        model_name=ckpt["model_name"], method=cfg.method.name, dataset=data.name, seed=cfg.seed,
-        attack={"name": "pgd eps sweep", "norm": norm, "eps_units": "pixel ([0,1] images)", "steps": steps,
-                "step_size": f"max({e.step_size}, 2.5*eps/{steps})", "restarts": 1, "random_start": True,
-                "eot": eot, "sampled_weights": sample_weights, "ensemble": ensemble, "attack_seed": seed},
-        metrics={"n": len(data.test), "clean_acc": clean_acc, "sweep": rows}, checkpoint=str(checkpoint),
-        extra={"checks": found, "warnings": all_warnings, "probe_size": len(x),
-               "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-    write_record(record, out)
-    record["record_path"] = str(out)
-    return record
-
-
-def format_check(record: dict[str, Any]) -> str:
-    """The eps -> accuracy table and the warnings of a :func:`check_checkpoint` record, as text."""
-    m, a = record["metrics"], record["attack"]
-    lines = [f"{record['method']} on {record['dataset']} ({m['n']} test images, {record['model']}); "
-             f"PGD-{a['steps']} {a['norm']}, step {a['step_size']}"
-             + (f", EOT {a['eot']}" if a["eot"] > 1 else "")
-             + (f", sampled weights, ensemble {a['ensemble']}" if a["sampled_weights"] else ""),
-             "  eps      step     accuracy",
-             *(f"  {r['eps']:<8g} {r['step_size']:<8.4g} {r['acc']:6.2f}%" for r in m["sweep"])]
-    ws = record["warnings"]
-    lines.append(f"  {len(ws)} warning(s)" + (":" if ws else "; no sanity check fired"))
-    lines += [f"  - {w}" for w in ws]
-    lines.append(f"  record: {record.get('record_path', '-')}")
-    return "\n".join(lines)
-
-
 __all__ = [
     "DOCS",
     "AnpvsEvaluationWarning",
     "check_black_box_below_white_box",
-    "check_checkpoint",
     "check_eps_sweep",
     "check_metrics",
     "check_model",
@@ -297,7 +216,6 @@ __all__ = [
     "check_stochastic_forward",
     "check_zero_gradients",
     "eps_sweep",
-    "format_check",
     "sweep_eps",
     "sweep_step",
 ]

@@ -65,9 +65,9 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy, robustness, vulnerability, efficiency")
     p.add_argument("checkpoint", help="checkpoint.pt of a run")
-    p.add_argument("--attack", action="append", choices=["pgd", "fgsm", "autoattack"], default=None,
-                   help="attacks to run (repeatable; default: pgd; autoattack needs pip install 'anpvs[eval]' "
-                        "and runs beside pgd)")
+    p.add_argument("--attack", action="append", default=None, metavar="NAME",
+                   help="a registered attack to run: pgd | fgsm | autoattack (repeatable; default: pgd; autoattack "
+                        "needs pip install 'anpvs[eval]' and runs beside pgd)")
     p.add_argument("--eps", type=finite_float,
                    help="attack radius in pixel units (default: the radius the model was trained for, attack.eps)")
     p.add_argument("--step-size", type=finite_float, help="PGD step in pixel units (default: eval.step_size)")
@@ -243,7 +243,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .checks import AnpvsEvaluationWarning
-    from .runner import evaluate_checkpoint, format_eval
+    from .jobs.evaluate import evaluate_checkpoint, format_eval
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnpvsEvaluationWarning)  # format_eval prints them
@@ -270,7 +270,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .checks import AnpvsEvaluationWarning, check_checkpoint, format_check
+    from .checks import AnpvsEvaluationWarning
+    from .jobs.check import check_checkpoint, format_check
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnpvsEvaluationWarning)  # format_check prints them
@@ -283,14 +284,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .runner import run_demo
+    from .jobs.demo import run_demo
 
     print(run_demo(args.out, epochs_scale=args.epochs_scale, device=args.device, progress=not args.quiet))
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import format_summary, reproduce
+    from .jobs.reproduce import format_summary, reproduce
 
     if args.table is None and args.protocol is None:
         raise ConfigError("give --table mnist|cifar10|cifar100 (or --protocol FILE)")
@@ -309,7 +310,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from .figures import draw_figures
+    from .jobs.figures import draw_figures
 
     paths = draw_figures(args.dir, device=args.device, n_images=args.n_images)
     print("\n".join(str(p) for p in paths))
@@ -317,8 +318,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import audit
     from .checks import AnpvsEvaluationWarning
+    from .jobs.audit import audit
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnpvsEvaluationWarning)  # audit.md lists them

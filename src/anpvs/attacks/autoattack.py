@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ..errors import AnpvsError
-from .base import NORMS, eval_mode
+from ..registry import ATTACKS
+from .base import NORMS, ThreatSpec, eval_mode
 
 INSTALL_HINT = "autoattack needs the optional extra: pip install 'anpvs[eval]'"
 _AA_NORMS = {"linf": "Linf", "l2": "L2"}
@@ -99,3 +100,10 @@ class AutoAttack:
 
 
 __all__ = ["INSTALL_HINT", "AutoAttack", "OptionalDependencyError"]
+
+
+@ATTACKS.register("autoattack")
+def autoattack_attack(spec: ThreatSpec) -> AutoAttack:
+    # a model with sampled weights is a randomized defense: AutoAttack's "rand" version (EOT)
+    return AutoAttack(eps=spec.eps, norm=spec.norm, version="rand" if spec.sampled_weights else "standard",
+                      seed=spec.seed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +46,21 @@ def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
 
 def _per_example_norm(v: Tensor) -> Tensor:
     return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+
+
+@dataclass(frozen=True)
+class ThreatSpec:
+    """What ``anpvs eval`` asks of every attack it runs; a registered attack factory
+    (``@ATTACKS.register(name)``, :data:`anpvs.registry.ATTACKS`) builds its attack from it."""
+
+    eps: float
+    step_size: float
+    steps: int
+    restarts: int = 1
+    norm: str = "linf"
+    eot: int = 1
+    seed: int = 0
+    sampled_weights: bool = False  # the model samples its weights at test time (randomized defense)
 
 
 class Ball:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -9,8 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..registry import Registry
-from .base import NORMS, Ball, eval_mode, frozen_parameters
+from ..registry import ATTACKS, Registry
+from .base import NORMS, Ball, ThreatSpec, eval_mode, frozen_parameters
 
 ATTACK_LOSSES: Registry[Callable[[Tensor, Tensor, Tensor | None], Tensor]] = Registry("attack loss")
 
@@ -125,3 +126,14 @@ class PGD:
 def FGSM(eps: float, *, norm: str = "linf") -> PGD:
     """FGSM, "Explaining and Harnessing Adversarial Examples" (arXiv:1412.6572): one step of size eps."""
     return PGD(eps=eps, step_size=eps, steps=1, init="none", norm=norm)
+
+
+@ATTACKS.register("pgd")
+def pgd_attack(spec: ThreatSpec) -> PGD:
+    return PGD(eps=spec.eps, step_size=spec.step_size, steps=spec.steps, restarts=spec.restarts, norm=spec.norm,
+               eot=spec.eot)
+
+
+@ATTACKS.register("fgsm")
+def fgsm_attack(spec: ThreatSpec) -> PGD:
+    return dataclasses.replace(FGSM(spec.eps, norm=spec.norm), eot=spec.eot)

@@ -4,8 +4,8 @@ the one atomic writer (:mod:`.atomic`) and the one freshness rule of records (:m
 Nothing here imports torch at import time; checkpoints themselves are :mod:`anpvs.checkpoint`."""
 
 from .atomic import atomic_write, write_bytes, write_json, write_text
-from .records import MISSING, fresh_record, read_json
+from .records import MISSING, fresh_record, read_json, stamp_record
 from .rundir import ReproDir, RunDir
 
-__all__ = ["MISSING", "ReproDir", "RunDir", "atomic_write", "fresh_record", "read_json", "write_bytes",
+__all__ = ["MISSING", "ReproDir", "RunDir", "atomic_write", "fresh_record", "read_json", "stamp_record", "write_bytes",
            "write_json", "write_text"]

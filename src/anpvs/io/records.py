@@ -55,4 +55,15 @@ def fresh_record(path: str | Path, *, checkpoint: str | Path | None = None,
     return rec
 
 
-__all__ = ["MISSING", "fresh_record", "read_json"]
+def stamp_record(rec: dict[str, Any], path: str | Path, **settings: Any) -> dict[str, Any]:
+    """Write ``rec`` to ``path`` (atomically) with its ``audit`` block set to ``settings``: the settings a
+    later :func:`fresh_record` expects (``expect={"audit": settings}``)."""
+    from .atomic import write_json
+
+    rec.pop("record_path", None)
+    rec["audit"] = settings
+    write_json(path, rec)  # atomic: an interrupted job leaves no half record behind
+    return rec
+
+
+__all__ = ["MISSING", "fresh_record", "read_json", "stamp_record"]

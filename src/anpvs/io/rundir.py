@@ -83,9 +83,9 @@ class RunDir:
     def check_record(self, *, compact: bool = False) -> Path:
         return self.path / ("check_compact.json" if compact else "check.json")
 
-    @property
-    def autoattack_record(self) -> Path:
-        return self.path / "eval_autoattack.json"
+    def autoattack_record(self, *, sampled: bool = False) -> Path:
+        """AutoAttack beside PGD on a seeded subset (``anpvs audit``, and the AutoAttack column of a table)."""
+        return self.path / ("eval_autoattack_sampled.json" if sampled else "eval_autoattack.json")
 
     def read_log(self) -> list[dict[str, Any]]:
         """The epoch log (``log.jsonl``), [] when there is none."""

@@ -1,0 +1,88 @@
+"""What every job starts with: a run opened from its checkpoint (model, config, device, test data).
+
+``anpvs eval``, ``anpvs check`` and ``anpvs figures`` all open checkpoints through :func:`open_run`, so a
+checkpoint is read, checked, rebuilt and moved to its device one way, and the test data of a run is
+loaded with the run's own data settings one way."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import distributed
+from ..checkpoint import load_model
+from ..config import Config, config_from_dict
+from ..data import DataSplits, load_dataset
+from ..errors import ConfigError
+from ..runtime import resolve_device
+
+#: EOT samples of the attacks and size of the prediction ensemble under ``sample_weights`` when not given
+SAMPLED_EOT = 10
+SAMPLED_ENSEMBLE = 10
+
+
+@dataclasses.dataclass
+class RunContext:
+    """A checkpoint opened for a job: its rebuilt model (on ``device``), the checkpoint dict and its config."""
+
+    checkpoint: Path
+    model: torch.nn.Module
+    ckpt: dict[str, Any]
+    cfg: Config
+    device: torch.device
+    world: distributed.World | None = None
+
+    def test_data(self, *, data_dir: str | None = None, test_limit: int | None = None,
+                  download: bool | None = None) -> DataSplits:
+        """The run's dataset (test split of ``test_limit`` seeded images, or all) from ``data_dir`` or the
+        run's ``data.dir``; ``download`` defaults to the run's ``data.download``."""
+        d = self.cfg.data
+        return load_dataset(d.name, data_dir or d.dir, download=d.download if download is None else download,
+                            test_limit=test_limit, seed=d.seed)
+
+
+def job_device(device: str | torch.device, *, sharded: bool = False) -> tuple[torch.device, distributed.World | None]:
+    """The device of a job; ``sharded``: under torchrun, set up the process group and use this rank's device."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if not sharded:
+        return dev, None
+    world = distributed.setup(dev)  # torchrun: the test set is sharded over ranks, rank 0 writes the record
+    return distributed.device_for(dev, world), world
+
+
+def open_run(checkpoint: str | Path, *, device: str | torch.device = "auto", sharded: bool = False) -> RunContext:
+    """Resolve the device, load and check the checkpoint, rebuild its model there and read its config."""
+    dev, world = job_device(device, sharded=sharded)
+    model, ckpt = load_model(checkpoint, map_location=dev)
+    return RunContext(Path(checkpoint), model, ckpt, config_from_dict(ckpt["config"]), dev, world)
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
+
+
+def sampling_setup(model: torch.nn.Module, sample_weights: bool, eot: int | None,
+                   ensemble: int | None) -> tuple[int, int]:
+    """Validate the EOT / weight-sampling options, switch weight sampling on if asked; returns ``(eot, ensemble)``."""
+    if (eot is not None and eot < 1) or (ensemble is not None and ensemble < 1):
+        raise ConfigError(f"--eot and --ensemble must be >= 1 (got {eot}, {ensemble})")
+    if not sample_weights:
+        if ensemble not in (None, 1):
+            raise ConfigError("--ensemble averages forwards with sampled weights: it needs --sample-weights")
+        return eot or 1, 1
+    try:
+        from ..nn.bayes import set_sampling
+    except ImportError:  # the Bayesian layers are an optional part of the tree
+        raise ConfigError("--sample-weights needs anpvs.nn.bayes, which this installation lacks") from None
+    if set_sampling(model, True) == 0:
+        raise ConfigError(f"--sample-weights needs a Bayesian model (e.g. lenet5_caffe_bnn); "
+                          f"{getattr(model, 'model_name', type(model).__name__)} has no Bayesian layers")
+    return eot or SAMPLED_EOT, ensemble or SAMPLED_ENSEMBLE
+
+
+__all__ = ["SAMPLED_ENSEMBLE", "SAMPLED_EOT", "RunContext", "check_batch_size", "job_device", "open_run",
+           "sampling_setup"]

@@ -1,0 +1,158 @@
+"""``anpvs eval``: evaluate a checkpoint on its test set and write one JSON record beside it."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..attacks import ThreatSpec, eval_mode
+from ..checkpoint import is_compact_checkpoint, load_model
+from ..checks import check_metrics
+from ..errors import ConfigError, check_output_file
+from ..evaluate import efficiency, evaluate, evaluation_record, write_record
+from ..io.rundir import RunDir
+from ..registry import ATTACKS
+from .context import check_batch_size, open_run, sampling_setup
+
+log = logging.getLogger(__name__)
+
+def _check_source(source: torch.nn.Module, src_ckpt: dict[str, Any], ckpt: dict[str, Any], x: torch.Tensor) -> None:
+    """The black-box source must predict the same classes from the same images as the target."""
+    if src_ckpt["model_kwargs"].get("num_classes") != ckpt["model_kwargs"].get("num_classes"):
+        raise ConfigError("the black-box source predicts a different number of classes than the target")
+    shapes = [c.get("data", {}).get("input_shape") for c in (ckpt, src_ckpt)]
+    if None not in shapes and list(shapes[0]) != list(shapes[1]):
+        raise ConfigError(f"the black-box source was trained on images of shape {tuple(shapes[1])}, "
+                          f"the target on {tuple(shapes[0])}")
+    try:
+        with torch.no_grad(), eval_mode(source):
+            source(x)
+    except RuntimeError:
+        raise ConfigError(f"the black-box source does not accept the target's test images of shape "
+                          f"{tuple(x.shape[1:])}") from None
+
+
+def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[str, ...] = ("pgd",),
+                        eps: float | None = None, step_size: float | None = None, steps: int | None = None,
+                        restarts: int | None = None, norm: str | None = None, source: str | Path | None = None,
+                        data_dir: str | None = None, test_limit: int | None = None, batch_size: int | None = None,
+                        seed: int = 0, device: str = "auto", out: str | Path | None = None,
+                        progress: bool = False, eot: int | None = None, sample_weights: bool = False,
+                        ensemble: int | None = None, precision: str | None = None,
+                        latency: bool | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on its dataset's test set and write one JSON record; returns the record.
+
+    ``eot``: PGD/FGSM gradients averaged over this many forwards. ``sample_weights``: a Bayesian model samples
+    its weights in eval mode; predictions average the softmax of ``ensemble`` forwards and the attacks use EOT
+    (both default to 10). ``"autoattack"`` always runs beside ``"pgd"`` (``version="rand"`` when sampling).
+    The sanity checks (d) and (e) of :mod:`anpvs.checks` run on the results: ``record["warnings"]``.
+    ``latency`` (default: the run's ``eval.latency``) adds the wall-clock latency of the masked and the
+    compacted network (:func:`anpvs.evaluate.efficiency`), measured after the attacks."""
+    # a compacted checkpoint usually sits beside its source: its records must not replace the source's
+    default = RunDir.of(checkpoint).eval_record(black_box=bool(source), sampled=sample_weights,
+                                                compact=out is None and is_compact_checkpoint(checkpoint))
+    out = check_output_file(out if out is not None else default,
+                            inputs=[checkpoint, source])  # before the work, not after it
+    check_batch_size(batch_size)
+    run = open_run(checkpoint, device=device, sharded=True)
+    model, ckpt, cfg, dev, world = run.model, run.ckpt, run.cfg, run.device, run.world
+    e = cfg.eval
+    # The threat model defaults to the one the model was trained for (attack.eps / attack.norm of its run).
+    threat_source = "command line" if eps is not None else "training attack (attack.eps of the run's config)"
+    eps = cfg.attack.eps if eps is None else eps
+    step_size = e.step_size if step_size is None else step_size
+    steps = e.steps if steps is None else steps
+    restarts = e.restarts if restarts is None else restarts
+    norm = norm or cfg.attack.norm
+    if eps < 0 or step_size <= 0 or steps < 1 or restarts < 1:
+        raise ConfigError(f"invalid attack: eps={eps} must be >= 0, step_size={step_size} > 0, "
+                          f"steps={steps} >= 1, restarts={restarts} >= 1")
+    if precision not in (None, "fp32", "bf16"):
+        raise ConfigError(f"--precision must be fp32 or bf16 (got {precision!r})")
+    if test_limit is not None and test_limit < 1:
+        raise ConfigError(f"--test-limit must be >= 1 (got {test_limit})")
+    eot, ensemble = sampling_setup(model, sample_weights, eot, ensemble)
+    if "autoattack" in attacks and "pgd" not in attacks:  # AutoAttack is reported beside PGD, never instead
+        attacks = ["pgd", *attacks]
+    spec = ThreatSpec(eps=eps, step_size=step_size, steps=steps, restarts=restarts, norm=norm, eot=eot, seed=seed,
+                      sampled_weights=sample_weights)
+    built = {name: ATTACKS.get(name)(spec) for name in dict.fromkeys(attacks)}
+    src_model = None
+    if source is not None:
+        src_model, src_ckpt = load_model(source, map_location=dev)
+    data = run.test_data(data_dir=data_dir, test_limit=test_limit or cfg.data.test_limit)
+    if src_model is not None:
+        _check_source(src_model, src_ckpt, ckpt, data.test.images[:1].to(dev).float().div(255))
+    t0 = time.time()
+    metrics = evaluate(model, data.test.images, data.test.labels, built, source=src_model,
+                       batch_size=batch_size or e.batch_size, seed=seed, progress=progress, ensemble=ensemble,
+                       precision=precision or e.precision)
+    metrics.update(efficiency(model, latency=e.latency if latency is None else latency))
+    metrics["eval_time_s"] = round(time.time() - t0, 1)
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:  # finite weights can still overflow; a record of NaN would look like a result
+        from .checkpoint import CheckpointError
+
+        raise CheckpointError(f"evaluating {str(checkpoint)!r} gave non-finite {', '.join(bad[:3])} (the model's "
+                              f"outputs overflow); no record was written; check the checkpoint's run")
+    attack_desc = {"name": "+".join(built), "norm": norm, "eps": eps, "eps_units": "pixel ([0,1] images)",
+                   "step_size": step_size, "steps": steps, "restarts": restarts, "random_start": True,
+                   "attack_seed": seed, "eot": eot, "sampled_weights": sample_weights, "ensemble": ensemble,
+                   "precision": precision or e.precision, "eps_source": threat_source}
+    if "autoattack" in built:
+        attack_desc["autoattack"] = built["autoattack"].describe()
+    record = evaluation_record(
+        model_name=ckpt["model_name"], method=cfg.method.name, dataset=data.name, seed=cfg.seed,
+        attack=attack_desc, metrics=metrics, checkpoint=str(checkpoint), source=str(source) if source else None,
+        extra={"data_source": data.source, "epochs": ckpt.get("epoch"), "warnings": check_metrics(metrics)})
+    if world.is_main:
+        write_record(record, out)
+    record["record_path"] = str(out)
+    return record
+
+
+def format_eval(record: dict[str, Any]) -> str:
+    m, a = record["metrics"], record["attack"]
+    lines = [f"{record['method']} on {record['dataset']} ({m['n']} test images, {record['model']})",
+             f"  clean accuracy        {m['clean_acc']:.2f}%"]
+    for key in [k[:-4] for k in m if k.endswith("_acc") and k != "clean_acc"]:
+        label = f"{'black-box ' if key.startswith('bb_') else ''}{key.removeprefix('bb_').upper()}"
+        lines.append(f"  {label:<21} {m[key + '_acc']:.2f}%   vulnerability {m[key + '_vulnerability']:.4f}")
+    lines.append(f"  attack: {a['norm']} eps={a['eps']} ({a['eps_units']}), step {a['step_size']}, "
+                 f"{a['steps']} steps, {a['restarts']} restart(s)"
+                 + (f", EOT {a['eot']}" if a.get("eot", 1) > 1 else "")
+                 + (f"; sampled weights, ensemble of {a['ensemble']}" if a.get("sampled_weights") else "")
+                 + (f"; AutoAttack {a['autoattack']['version']}" if "autoattack" in a else ""))
+    if record.get("black_box_source"):
+        lines.append(f"  black-box source: {record['black_box_source']}")
+    lines.append(f"  active units {m['active_units']}  unit sparsity {m['unit_sparsity']:.2f}%  "
+                 f"memory {m['memory_pct']:.2f}%  FLOPs x{m['flops_speedup']:.2f}  "
+                 f"weight sparsity {m['weight_sparsity']:.2f}%  params {m['params']}")
+    lines += format_cost(m)
+    lines += [f"  warning: {w}" for w in record.get("warnings", [])]
+    lines.append(f"  record: {record.get('record_path', '-')}")
+    return "\n".join(lines)
+
+
+def format_cost(m: dict[str, Any]) -> list[str]:
+    """The compacted network's size and measured cost lines of :func:`format_eval` (none for records
+    without them)."""
+    lines = []
+    if "compact_params" in m:
+        counted = m.get("counted_flops_speedup", m.get("measured_speedup"))  # older records: measured_speedup
+        lines.append(f"  compacted: params {m['compact_params']}  {m['compact_bytes'] / 1024:.1f} KiB  "
+                     f"FLOPs x{m['flops_speedup']:.2f} analytic, x{counted:.2f} counted (FlopCounterMode)")
+    if "latency_ms" in m:
+        ms = m["latency_ms"]
+        cells = [f"B={b[1:]} {ms['masked'][b]:.3g} -> {ms['compact'][b]:.3g} ms (x{m[f'wallclock_speedup_{b}']:.2f})"
+                 for b in ("b1", "b256")]
+        lines.append(f"  latency masked -> compacted, {m['latency_device']}: " + ", ".join(cells))
+    return lines
+
+
+__all__ = ["evaluate_checkpoint", "format_cost", "format_eval", "sampling_setup"]

@@ -1,0 +1,299 @@
+"""Running a reproduction: train and evaluate every planned job, resumably, then write the tables and figures.
+
+See :mod:`anpvs.jobs.reproduce` for the protocol schema and the layout of the output folder."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..._version import __version__
+from ...checkpoint import CheckpointError, read_checkpoint
+from ...config import Config, ConfigError, config_from_dict, flatten
+from ...data import DataNotFoundError
+from ...evaluate import write_record
+from ...io.atomic import write_json, write_text
+from ...io.records import MISSING, fresh_record, stamp_record
+from ...io.rundir import ReproDir, RunDir
+from ...report import write_tables
+from ...train import TrainingError, fit
+from ..evaluate import evaluate_checkpoint
+from .plan import Job, plan
+from .protocol import SAMPLED_SUFFIX, ProtocolError, load_protocol, protocol_path
+from .tables import table_inputs
+
+log = logging.getLogger(__name__)
+
+#: config keys that may differ between a finished run and the protocol without changing what was trained
+_NOT_TRAINING = ("device", "out", "init", "data.dir", "data.download", "data.test_limit", "eval.")
+
+
+def _training_keys(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in flatten(cfg_dict).items() if not k.startswith(_NOT_TRAINING)}
+
+
+def config_drift(job: Job) -> dict[str, tuple[Any, Any]]:
+    """``{key: (saved, protocol)}`` for training settings of an existing checkpoint that differ from the plan."""
+    if not job.checkpoint.exists():
+        return {}
+    try:
+        saved = _training_keys(config_from_dict(read_checkpoint(job.checkpoint)["config"]).to_dict())
+    except (CheckpointError, ConfigError, KeyError):
+        return {}
+    wanted = _training_keys(job.cfg.to_dict())
+    return {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+
+
+def _attack_spec(cfg: Config, sampled: bool) -> dict[str, Any]:
+    e = cfg.eval
+    return {"eps": e.eps, "step_size": e.step_size, "steps": e.steps, "restarts": e.restarts, "norm": e.norm,
+            "sampled_weights": sampled}
+
+
+def _current_record(path: Path, *, checkpoint: Path, epoch: int, source: Path | None, source_epoch: int | None,
+                    cfg: Config, sampled: bool = False) -> dict[str, Any] | None:
+    """The evaluation record at ``path`` if it is current (:func:`anpvs.io.fresh_record`) for this checkpoint
+    epoch, source and attack (an attack setting the record lacks counts as false)."""
+    def same_source(src: Any) -> bool:
+        src = None if src is MISSING else src
+        return (src is None and source is None) or (
+            src is not None and source is not None and Path(src).resolve() == source.resolve())
+
+    def attack_is(want: Any):
+        return lambda have: (False if have is MISSING else have) == want
+
+    return fresh_record(path, checkpoint=checkpoint, expect={
+        "epochs": epoch, "black_box_source": same_source, "source_epoch": source_epoch,
+        "test_limit": cfg.data.test_limit,
+        **{f"attack.{k}": attack_is(v) for k, v in _attack_spec(cfg, sampled).items()}})
+
+
+def _evaluate(job: Job, *, epoch: int, source: Job | None, source_epoch: int | None, device: str,
+              progress: bool, sampled: bool = False) -> tuple[dict[str, Any], bool]:
+    """Evaluate ``job``'s checkpoint unless a current record exists; returns ``(record, reused)``.
+
+    ``sampled``: a Bayesian model samples its weights at test time, attacks use EOT (``eval_bb_sampled.json``)."""
+    path = RunDir(job.run_dir).eval_record(black_box=source is not None, sampled=sampled)
+    src_ckpt = source.checkpoint if source else None
+    rec = _current_record(path, checkpoint=job.checkpoint, epoch=epoch, source=src_ckpt, source_epoch=source_epoch,
+                          cfg=job.cfg, sampled=sampled)
+    if rec is not None:
+        return rec, True
+    e, d = job.cfg.eval, job.cfg.data
+    rec = evaluate_checkpoint(job.checkpoint, eps=e.eps, step_size=e.step_size, steps=e.steps, restarts=e.restarts,
+                              norm=e.norm, source=src_ckpt, data_dir=d.dir, test_limit=d.test_limit,
+                              batch_size=e.batch_size, seed=0, device=device, out=path, progress=progress,
+                              latency=e.latency, **({"sample_weights": True} if sampled else {}))
+    rec.pop("record_path", None)
+    # Written last: a record without these keys (interrupted between the two writes) is redone.
+    rec.update({"row": job.row, "source_epoch": source_epoch, "test_limit": d.test_limit})
+    write_record(rec, path)
+    return rec, False
+
+
+def _finished(job: Job, source: Job | None, epochs: dict[str, int],
+              proto: dict[str, Any]) -> tuple[int, dict[str, Any] | None] | str | None:
+    """For ``--tables-only``: ``(epoch, record)`` of a run that is trained and evaluated (``record`` None for
+    runs without an evaluation), else why not (a footnote). Nothing is trained or evaluated."""
+    if not job.checkpoint.is_file():
+        return "not trained yet"
+    try:
+        epoch = int(read_checkpoint(job.checkpoint)["epoch"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return "its checkpoint cannot be read"
+    if epoch < job.cfg.train.epochs:
+        return f"trained {epoch} of {job.cfg.train.epochs} epochs so far"
+    if not job.evaluate:
+        return epoch, None
+    if source is not None and source.name not in epochs:
+        return "its black-box source is not finished"
+    path = RunDir(job.run_dir).eval_record(black_box=source is not None)
+    rec = _current_record(path, checkpoint=job.checkpoint, epoch=epoch,
+                          source=source.checkpoint if source else None,
+                          source_epoch=epochs.get(source.name) if source else None, cfg=job.cfg)
+    if rec is None:
+        return "not evaluated yet"
+    aa = proto["autoattack"]
+    if job.row is not None and aa is not None and job.seed in aa["seeds"]:
+        path = RunDir(job.run_dir).autoattack_record(sampled=proto["rows"][job.row]["aa_sampled"])
+        aa_rec = fresh_record(path, checkpoint=job.checkpoint, expect={"audit": {"test_limit": aa["test_limit"]}})
+        if aa_rec is not None:
+            rec = _with_autoattack(rec, aa_rec)
+    return epoch, rec
+
+
+def _with_autoattack(rec: dict[str, Any], aa_rec: dict[str, Any]) -> dict[str, Any]:
+    """``rec`` with the AutoAttack accuracy and the PGD accuracy on the same subset of ``aa_rec``."""
+    m = aa_rec["metrics"]
+    return {**rec, "metrics": {**rec["metrics"], "autoattack_acc": m["autoattack_acc"], "aa_pgd_acc": m["pgd_acc"],
+                               "aa_n": m["n"]}}
+
+
+def _autoattack(job: Job, test_limit: int, *, sampled: bool, device: str, progress: bool) -> dict[str, Any]:
+    """AutoAttack and PGD on ``test_limit`` seeded test images of ``job``'s checkpoint (reused when current).
+
+    The record is the one ``anpvs audit --aa-limit N`` reads (``eval_autoattack.json``, stamped with its
+    subset size), so an audit of the folder does not run it again. ``sampled``: the stochastic network with
+    sampled weights, AutoAttack ``rand`` (EOT) and EOT-PGD (``eval_autoattack_sampled.json``)."""
+    path = RunDir(job.run_dir).autoattack_record(sampled=sampled)
+    rec = fresh_record(path, checkpoint=job.checkpoint, expect={"audit": {"test_limit": test_limit}})
+    if rec is None:
+        rec = stamp_record(evaluate_checkpoint(job.checkpoint, attacks=["pgd", "autoattack"], test_limit=test_limit,
+                                               data_dir=job.cfg.data.dir, device=device, progress=progress, out=path,
+                                               latency=False, **({"sample_weights": True} if sampled else {})),
+                           path, test_limit=test_limit)
+    return rec
+
+
+def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = None, out: str | Path = "runs/reproduce",
+              rows: list[str] | None = None, protocol: str | Path | None = None, device: str = "auto",
+              data_dir: str | None = None, pretrain_data_dir: str | None = None, figures: bool = True,
+              progress: bool = True, train: bool = True) -> dict[str, Any]:
+    """Train and evaluate every row of a table's protocol, write the tables (and figures); returns a summary.
+
+    ``table``/``scale`` pick the shipped protocol (``scale`` default: :data:`DEFAULT_SCALE`); ``protocol``
+    (a YAML path) replaces it. ``seeds`` runs seeds ``0 .. seeds-1`` of every row. ``rows`` restricts the
+    rows shown (dependencies still train). ``train=False`` (``--tables-only``) trains and evaluates nothing:
+    it writes the tables from the records that are already current, footnoting every run still to do, e.g.
+    to look at a long reproduction while it runs.
+    """
+    t0 = time.time()
+    if protocol is None:
+        if table is None:
+            raise ProtocolError("give a table (mnist, cifar10, cifar100) or a protocol file")
+        protocol = protocol_path(table, scale)
+    proto = load_protocol(protocol)
+    if table is not None and proto["table"] != table:
+        raise ProtocolError(f"protocol {proto['name']} is for table {proto['table']!r}, not {table!r}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1 (got {seeds})")
+    out = Path(out)
+    seed_list = list(range(seeds))
+    jobs, shown, skipped = plan(proto, seeds=seed_list, out=out, rows=rows, device=device, data_dir=data_dir,
+                                pretrain_data_dir=pretrain_data_dir)
+    if not train and not ReproDir(out).manifest.is_file():
+        raise ProtocolError(f"--tables-only: {str(out)!r} holds no reproduction yet (no reproduce.json); "
+                            f"run anpvs reproduce without --tables-only first")
+    if train:  # --tables-only leaves the manifest of the reproduction (maybe running) alone
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(ReproDir(out).protocol, Path(proto["path"]).read_text())
+        _write_manifest(out, proto, seed_list, shown, skipped, jobs, device)
+
+    notes: list[str] = []
+    failed: dict[str, str] = {}  # job name -> reason
+    epochs: dict[str, int] = {}
+    records: dict[str, dict[str, Any]] = {}
+    by_name = {j.name: j for j in jobs}
+    source = by_name["source"]
+    bar = tqdm(total=len(jobs), desc="reproduce", disable=None if progress else True, dynamic_ncols=True)
+    for i, job in enumerate(jobs, 1):
+        bar.set_postfix_str(job.name)
+        prefix = f"[{i}/{len(jobs)}] {job.name}"
+        blocked = [d for d in job.deps if d in failed]
+        if blocked:
+            failed[job.name] = f"needs {blocked[0]}, which did not finish"
+            log.warning("%s: skipped (%s)", prefix, failed[job.name])
+            bar.update()
+            continue
+        drift = config_drift(job)
+        if drift:
+            diff = ", ".join(f"{k}={a!r} (protocol: {b!r})" for k, a, b in ((k, *v) for k, v in drift.items()))
+            notes.append(f"{job.name} was trained with settings that differ from the protocol: {diff}; "
+                         f"delete {job.run_dir} and rerun to retrain it.")
+            log.warning("%s: existing run differs from the protocol: %s", prefix, diff)
+        t_job = time.time()
+        if not train:
+            found = _finished(job, source if job.kind != "source" else None, epochs, proto)
+            if isinstance(found, str):
+                failed[job.name] = found
+            elif found is not None:
+                epochs[job.name], rec = found
+                records[job.name] = rec
+            bar.update()
+            continue
+        try:
+            log.info("%s: train %s (%d epochs, seed %d)", prefix, job.cfg.method.name, job.cfg.train.epochs,
+                     job.cfg.seed)
+            summary = fit(job.cfg, resume=True, progress=progress)
+        except DataNotFoundError as e:
+            if job.kind != "pretrain":
+                raise
+            failed[job.name] = f"its data is missing ({e})"
+            log.warning("%s: %s", prefix, failed[job.name])
+            bar.update()
+            continue
+        except (TrainingError, CheckpointError) as e:
+            if job.kind == "source":
+                raise
+            failed[job.name] = str(e)
+            log.error("%s: training failed: %s", prefix, e)
+            bar.update()
+            continue
+        epochs[job.name] = summary["epoch"]
+        if job.evaluate:
+            src = None if job.kind == "source" else source
+            rec, reused = _evaluate(job, epoch=summary["epoch"], source=src,
+                                    source_epoch=None if src is None else epochs["source"], device=device,
+                                    progress=progress)
+            records[job.name] = rec
+            _log_record(prefix, rec, reused, time.time() - t_job)
+            aa = proto["autoattack"]
+            if job.row is not None and aa is not None and job.seed in aa["seeds"]:
+                rec = _autoattack(job, aa["test_limit"], sampled=proto["rows"][job.row]["aa_sampled"],
+                                  device=device, progress=progress)
+                m = rec["metrics"]
+                records[job.name] = _with_autoattack(records[job.name], rec)
+                log.info("%s: AutoAttack %.2f, PGD %.2f on the same %d test images (%.0f s)", prefix,
+                         m["autoattack_acc"], m["pgd_acc"], m["n"], time.time() - t_job)
+            if job.row is not None and proto["rows"][job.row]["sampled_eval"]:
+                rec, reused = _evaluate(job, epoch=summary["epoch"], source=src, source_epoch=epochs["source"],
+                                        device=device, progress=progress, sampled=True)
+                records[f"{job.row}{SAMPLED_SUFFIX}/seed{job.seed}"] = rec
+                _log_record(prefix + " (sampled weights)", rec, reused, time.time() - t_job)
+        bar.update()
+    bar.close()
+
+    paths = write_tables(out, **table_inputs(proto, seed_list, shown, skipped, failed, records, notes))
+    figure_paths: list[str] = []
+    if figures and train:
+        from ..figures import FiguresUnavailable, draw_figures
+
+        try:
+            figure_paths = [str(p) for p in draw_figures(out, device=device, progress=progress)]
+        except FiguresUnavailable as e:
+            log.warning("figures skipped: %s", e)
+    summary = {"out": str(out), "tables": {k: str(v) for k, v in paths.items()}, "figures": figure_paths,
+               "skipped": skipped, "failed": failed, "elapsed_s": round(time.time() - t0, 1),
+               "markdown": paths["md"].read_text()}
+    if train:
+        _write_manifest(out, proto, seed_list, shown, skipped, jobs, device, failed=failed,
+                        elapsed=summary["elapsed_s"])
+    return summary
+
+
+def _log_record(prefix: str, rec: dict[str, Any], reused: bool, seconds: float) -> None:
+    m = rec["metrics"]
+    log.info("%s: %s clean %.2f, PGD %.2f%s (%.0f s)", prefix, "evaluation reused:" if reused else "done:",
+             m["clean_acc"], m["pgd_acc"], f", black-box {m['bb_pgd_acc']:.2f}" if "bb_pgd_acc" in m else "", seconds)
+
+
+def _write_manifest(out: Path, proto: dict[str, Any], seeds: list[int], shown: list[str], skipped: dict[str, str],
+                    jobs: list[Job], device: str, *, failed: dict[str, str] | None = None,
+                    elapsed: float | None = None) -> None:
+    manifest = {
+        "anpvs_version": __version__, "protocol": proto["name"], "table": proto["table"], "scale": proto["scale"],
+        "seeds": seeds, "device": device,
+        "rows": [{"key": k, "label": proto["rows"][k]["label"], "method": proto["rows"][k]["method"],
+                  "ablation": proto["rows"][k]["ablation"]} for k in shown],
+        "skipped": skipped, "failed": failed or {},
+        "runs": {j.name: str(j.run_dir.relative_to(out)) for j in jobs},
+        "figures": proto["figures"], "elapsed_s": elapsed,
+    }
+    write_json(ReproDir(out).manifest, manifest)
+
+
+__all__ = ["config_drift", "reproduce"]

@@ -1,0 +1,167 @@
+"""The package's import structure: no import cycle, and no module importing a higher layer.
+
+The graph is read from the source with ``ast`` (every ``import`` and ``from ... import``, at module level
+or inside functions, except those under ``if TYPE_CHECKING:``), so lazy imports count too: a cycle through
+a function-level import is still a cycle (docs/architecture.md lists the layers).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "anpvs"
+
+#: top to bottom; a module may import its own layer and the layers below it. Longest prefix wins.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("public API (the package root, lazy re-exports)", ("anpvs",)),
+    ("cli", ("anpvs.cli", "anpvs.__main__")),
+    ("jobs (and the old import paths of four of them)", ("anpvs.jobs", "anpvs.runner", "anpvs.reproduce",
+                                                         "anpvs.figures", "anpvs.audit")),
+    ("training and evaluation", ("anpvs.train", "anpvs.step", "anpvs.sparsifiers", "anpvs.evaluate",
+                                 "anpvs.checks", "anpvs.export", "anpvs.guards", "anpvs.runlock", "anpvs.report",
+                                 "anpvs.paper_results")),
+    ("methods and attacks", ("anpvs.methods", "anpvs.attacks")),
+    ("models, metrics, data and checkpoints", ("anpvs.models", "anpvs.metrics", "anpvs.compact", "anpvs.pruning",
+                                               "anpvs.data", "anpvs.checkpoint", "anpvs.io.checkpoint")),
+    ("layers", ("anpvs.nn",)),
+    ("foundations", ("anpvs._version", "anpvs.errors", "anpvs.registry", "anpvs.config", "anpvs.runtime",
+                     "anpvs.signals", "anpvs.distributed", "anpvs.io")),
+]
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
+def _imports(module: str, path: Path, known: set[str]) -> set[str]:
+    """The anpvs modules ``module`` imports (a ``from pkg import name`` of a submodule is that submodule)."""
+    is_pkg = path.name == "__init__.py"
+    base = module.split(".") if is_pkg else module.split(".")[:-1]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for other in child.orelse:
+                    visit(other)
+                continue
+            if isinstance(child, ast.Import):
+                found.update(a.name for a in child.names if a.name.split(".")[0] == PACKAGE)
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    target = ".".join(base[:len(base) - child.level + 1] + ([child.module] if child.module else []))
+                else:
+                    target = child.module or ""
+                if target.split(".")[0] != PACKAGE:
+                    continue
+                for a in child.names:
+                    sub = f"{target}.{a.name}"
+                    found.add(sub if sub in known else target)
+            visit(child)
+
+    visit(ast.parse(path.read_text(), filename=str(path)))
+    return {m for m in found if m != module}
+
+
+def import_graph() -> dict[str, set[str]]:
+    mods = _modules()
+    known = set(mods)
+    return {m: {t for t in _imports(m, p, known) if t in known} for m, p in mods.items()}
+
+
+def layer_of(module: str) -> int:
+    best, rank = -1, None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or (p != PACKAGE and module.startswith(p + "."))) and len(p) > best:
+                best, rank = len(p), i
+    assert rank is not None, f"{module} is in no layer of tests/test_layers.py; add it to LAYERS"
+    return rank
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    return out
+
+
+def test_graph_sees_the_package() -> None:
+    graph = import_graph()
+    assert "anpvs.train" in graph and "anpvs.step" in graph["anpvs.train"]
+    assert "anpvs.cli" in graph
+
+
+def test_no_import_cycles() -> None:
+    assert find_cycles(import_graph()) == []
+
+
+def test_every_module_has_a_layer() -> None:
+    for module in import_graph():
+        layer_of(module)
+
+
+def test_no_import_from_a_higher_layer() -> None:
+    upward = [f"{m} ({LAYERS[layer_of(m)][0]}) imports {t} ({LAYERS[layer_of(t)][0]})"
+              for m, targets in import_graph().items() for t in sorted(targets) if layer_of(t) < layer_of(m)]
+    assert upward == []
+
+
+def test_no_module_imports_the_package_root() -> None:
+    # the root re-exports the public API lazily; a module importing it would import everything above itself
+    graph = import_graph()
+    assert [m for m, targets in graph.items() if PACKAGE in targets] == []
+
+
+def test_cli_imports_no_torch_before_a_command() -> None:
+    # anpvs --version / --help: the CLI imports only the version and the error types
+    code = ("import sys, anpvs.cli\n"
+            "heavy = [m for m in ('torch', 'numpy', 'yaml', 'anpvs.config') if m in sys.modules]\n"
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
