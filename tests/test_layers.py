@@ -79,10 +79,14 @@ def _imports(module: str, path: Path, known: set[str]) -> set[str]:
     return {m for m in found if m != module}
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(*, unresolved: list[str] | None = None) -> dict[str, set[str]]:
+    """``{module: the anpvs modules it imports}``; imports of modules that do not exist go to ``unresolved``."""
     mods = _modules()
     known = set(mods)
-    return {m: {t for t in _imports(m, p, known) if t in known} for m, p in mods.items()}
+    graph = {m: _imports(m, p, known) for m, p in mods.items()}
+    if unresolved is not None:
+        unresolved += [f"{m} imports {t}" for m, targets in graph.items() for t in sorted(targets) if t not in known]
+    return {m: {t for t in targets if t in known} for m, targets in graph.items()}
 
 
 def layer_of(module: str) -> int:
@@ -135,6 +139,13 @@ def test_graph_sees_the_package() -> None:
     graph = import_graph()
     assert "anpvs.train" in graph and "anpvs.step" in graph["anpvs.train"]
     assert "anpvs.cli" in graph
+
+
+def test_every_import_names_a_module_of_the_package() -> None:
+    # a relative import left behind by a move (from .checkpoint inside jobs/) fails only when it runs
+    missing: list[str] = []
+    import_graph(unresolved=missing)
+    assert missing == []
 
 
 def test_no_import_cycles() -> None:

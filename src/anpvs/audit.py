@@ -1,5 +1,7 @@
-"""Old import path of ``anpvs audit`` (now :mod:`anpvs.jobs.audit`)."""
+"""Old import path of ``anpvs audit``: an alias of :mod:`anpvs.jobs.audit` (the same module object)."""
 
-from .jobs.audit import MAX_FINAL_ACC, AuditError, audit, markdown
+import sys
 
-__all__ = ["MAX_FINAL_ACC", "AuditError", "audit", "markdown"]
+from .jobs import audit as _moved
+
+sys.modules[__name__] = _moved

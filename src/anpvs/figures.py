@@ -1,23 +1,7 @@
-"""Old import path of ``anpvs figures`` (now the package :mod:`anpvs.jobs.figures`)."""
+"""Old import path of ``anpvs figures``: an alias of :mod:`anpvs.jobs.figures` (the same module object)."""
 
-from .jobs.figures import (
-    FiguresUnavailable,
-    accuracy_vs_eps,
-    draw_figures,
-    feature_vulnerability,
-    input_distortion,
-    loss_surface,
-    plot_accuracy_vs_eps,
-    plot_active_units,
-    plot_distortion_heatmaps,
-    plot_loss_surfaces,
-    plot_training_curves,
-    plot_vulnerability_histograms,
-    require_matplotlib,
-    training_panels,
-)
+import sys
 
-__all__ = ["FiguresUnavailable", "accuracy_vs_eps", "draw_figures", "feature_vulnerability", "input_distortion",
-           "loss_surface", "plot_accuracy_vs_eps", "plot_active_units", "plot_distortion_heatmaps",
-           "plot_loss_surfaces", "plot_training_curves", "plot_vulnerability_histograms", "require_matplotlib",
-           "training_panels"]
+from .jobs import figures as _moved
+
+sys.modules[__name__] = _moved

@@ -1,21 +1,7 @@
-"""Old import path of ``anpvs reproduce`` (now the package :mod:`anpvs.jobs.reproduce`)."""
+"""Old import path of ``anpvs reproduce``: an alias of :mod:`anpvs.jobs.reproduce` (the same module object)."""
 
-from .jobs.reproduce import (
-    DEFAULT_SCALE,
-    SAMPLED_SUFFIX,
-    SCALES,
-    ConfigError,
-    Job,
-    ProtocolError,
-    available_scales,
-    config_drift,
-    format_summary,
-    load_protocol,
-    plan,
-    protocol_path,
-    reproduce,
-    table_inputs,
-)
+import sys
 
-__all__ = ["DEFAULT_SCALE", "SAMPLED_SUFFIX", "SCALES", "ConfigError", "Job", "ProtocolError", "available_scales",
-           "config_drift", "format_summary", "load_protocol", "plan", "protocol_path", "reproduce", "table_inputs"]
+from .jobs import reproduce as _moved
+
+sys.modules[__name__] = _moved

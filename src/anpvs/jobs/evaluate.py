@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..attacks import ThreatSpec, eval_mode
-from ..checkpoint import is_compact_checkpoint, load_model
+from ..checkpoint import CheckpointError, is_compact_checkpoint, load_model
 from ..checks import check_metrics
 from ..errors import ConfigError, check_output_file
 from ..evaluate import efficiency, evaluate, evaluation_record, write_record
@@ -96,8 +96,6 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
     metrics["eval_time_s"] = round(time.time() - t0, 1)
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:  # finite weights can still overflow; a record of NaN would look like a result
-        from .checkpoint import CheckpointError
-
         raise CheckpointError(f"evaluating {str(checkpoint)!r} gave non-finite {', '.join(bad[:3])} (the model's "
                               f"outputs overflow); no record was written; check the checkpoint's run")
     attack_desc = {"name": "+".join(built), "norm": norm, "eps": eps, "eps_units": "pixel ([0,1] images)",

@@ -40,17 +40,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = [
-    "ARCHS",
-    "UNIT_TOTALS",
-    "analytic_flops",
-    "analytic_memory",
-    "efficiency_report",
-    "full_units",
-    "measured_flops",
-    "unit_sparsity",
-    "weight_stats",
-]
+__all__ = ["ARCHS", "UNIT_TOTALS", "analytic_flops", "analytic_memory", "efficiency_report", "full_units",
+           "measured_flops", "unit_sparsity", "weight_stats"]
 
 _LENET_UNITS: tuple[int, ...] = (20, 50, 800, 500)
 _VGG_UNITS: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512)
