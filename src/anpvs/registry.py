@@ -1,10 +1,11 @@
 """Name -> object registries that fail loudly on unknown names, and discover their plug-ins.
 
-The plug-in kinds of anpvs are declared here, once: :data:`MODELS`, :data:`METHODS`, :data:`ATTACKS`
-and :data:`DATA_FORMATS`. Each names the package whose modules register into it; the first lookup imports
-every module of that package (``pkgutil``), so a new model, method, attack or dataset format is one file in
-its package with a ``@register_...`` decorator, and no import list is edited. Looking a name up never needs
-the caller to import the package (``anpvs.config`` checks names without importing the methods)."""
+The plug-in kinds of anpvs are declared here, once: :data:`MODELS`, :data:`METHODS`, :data:`ATTACKS`,
+:data:`SPARSIFIERS` and :data:`DATA_FORMATS`. Each names the package whose modules register into it; the first
+lookup imports every module of that package (``pkgutil``), so a new model, method, attack, sparsifier or dataset
+format is one file in its package with a ``@register_...`` decorator, and no import list is edited. Looking a
+name up never needs the caller to import the package (``anpvs.config`` checks names without importing the
+methods)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ class Registry(Generic[T]):
 MODELS: Registry[Callable[..., Any]] = Registry("model", "anpvs.models")
 METHODS: Registry[Callable[..., Any]] = Registry("method", "anpvs.methods")
 ATTACKS: Registry[Callable[..., Any]] = Registry("attack", "anpvs.attacks")
+SPARSIFIERS: Registry[Callable[..., Any]] = Registry("sparsifier", "anpvs.sparsifiers")
 DATA_FORMATS: Registry[Callable[..., Any]] = Registry("dataset", "anpvs.data")
 
-__all__ = ["ATTACKS", "DATA_FORMATS", "METHODS", "MODELS", "Registry", "UnknownNameError"]
+__all__ = ["ATTACKS", "DATA_FORMATS", "METHODS", "MODELS", "SPARSIFIERS", "Registry", "UnknownNameError"]

@@ -3,14 +3,15 @@
 :func:`build_optimizers` makes the parameter groups, optimizers and LR schedulers of a config, and
 :class:`TrainStep` runs one step: the method's loss dict (under bf16 autocast if asked), the
 backward pass(es), the gradient all-reduce of a distributed run, the optimizer and scheduler steps and
-the method's per-step hook. Methods with Beta-Bernoulli masks have two losses and two optimizers, as
-the reference code: the masks see only ``mask_loss`` (``CE_adv + beta * KL / N``), the weights only
-``loss``.
+the method's per-step hook. The model's sparsifiers (:mod:`anpvs.sparsifiers`) each bring their parameters,
+optimizer and loss: with Beta-Bernoulli masks there are two losses and two optimizers, as the reference code
+(the masks see only ``mask_loss``, ``CE_adv + beta * KL / N``; the weights only ``loss``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from .config import Config
 from .methods import Method
-from .nn.beta_bernoulli import mask_parameters
+from .sparsifiers import Sparsifier, sparsifiers_of
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -47,8 +48,9 @@ def make_optimizer(cfg: Config, groups: list[dict[str, Any]], lr: float) -> torc
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
-    """(mask parameters, decayed weights = conv/linear weight tensors, other weights = biases and BN)."""
-    masks = mask_parameters(model)
+    """(the sparsifiers' parameters, e.g. masks; decayed weights = conv/linear weight tensors; other weights =
+    biases and BN)."""
+    masks = [p for s in sparsifiers_of(model) for p in s.parameters()]
     mask_ids = {id(p) for p in masks}
     decay, no_decay = [], []
     for p in model.parameters():
@@ -60,29 +62,33 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
 
 @dataclass
 class Optimization:
-    """What :func:`build_optimizers` returns: the parameter lists and, per name ("weights", "masks"),
-    an optimizer and its LR scheduler."""
+    """What :func:`build_optimizers` returns: the parameter lists (``masks``: every sparsifier's), the model's
+    sparsifiers and, per name ("weights", then each sparsifier's, e.g. "masks"), an optimizer and its LR
+    scheduler."""
 
     masks: list[nn.Parameter]
     weights: list[nn.Parameter]
     optimizers: dict[str, torch.optim.Optimizer]
     schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
+    sparsifiers: list[Sparsifier] = dataclasses.field(default_factory=list)
 
 
 def build_optimizers(cfg: Config, model: nn.Module, total_steps: int) -> Optimization:
-    """Adam/SGD on the weights, Adam on the masks (if any). L2 (``train.weight_decay``) on the conv/linear weight
-    tensors only, or with ``train.decay_scope="all"`` on every weight-optimizer parameter (biases, BN too)."""
+    """Adam/SGD on the weights, and each sparsifier's own optimizer (Adam on the masks). L2 (``train.weight_decay``)
+    on the conv/linear weight tensors only, or with ``train.decay_scope="all"`` on every weight-optimizer
+    parameter (biases, BN too)."""
+    sparsifiers = sparsifiers_of(model)
     masks, decay, no_decay = split_parameters(model)
     if cfg.train.decay_scope == "all":
         decay, no_decay = decay + no_decay, []
     opt_w = make_optimizer(cfg, [{"params": decay, "weight_decay": cfg.train.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], cfg.train.lr)
     optimizers: dict[str, torch.optim.Optimizer] = {"weights": opt_w}
-    if masks:
-        optimizers["masks"] = torch.optim.Adam(masks, lr=cfg.train.mask_lr)
+    for s in sparsifiers:
+        optimizers[s.name] = s.make_optimizer(cfg)
     factor = lr_factor(cfg, total_steps)
     schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimizers.items()}
-    return Optimization(masks, decay + no_decay, optimizers, schedulers)
+    return Optimization(masks, decay + no_decay, optimizers, schedulers, sparsifiers)
 
 
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
@@ -128,9 +134,12 @@ class TrainStep:
         for o in opt.optimizers.values():
             o.zero_grad(set_to_none=True)
         loss = out["loss"]
-        if opt.masks and "mask_loss" in out:
-            # Two losses, two parameter groups: the masks see only mask_loss, the weights only loss.
-            out["mask_loss"].backward(inputs=opt.masks, retain_graph=True)
+        own = [(out[s.loss_key], s.parameters()) for s in opt.sparsifiers
+               if s.loss_key in out and s.parameters()]
+        if own:
+            # One loss per parameter group: each sparsifier's parameters see only their loss, the weights only loss.
+            for own_loss, params in own:
+                own_loss.backward(inputs=params, retain_graph=True)
             loss.backward(inputs=opt.weights)
         else:
             loss.backward()

@@ -41,8 +41,7 @@ from .io.atomic import write_text
 from .io.rundir import RunDir
 from .methods import Method, build_method
 from .metrics.vulnerability import vulnerability
-from .models import create_model
-from .pruning import mask_summary, named_masks
+from .models import MODELS, create_model
 from .runlock import MARKER_NAME, RunLock, clean_partial_writes, foreign_entries
 from .runtime import resolve_device, seed_everything
 from .step import TrainStep, build_optimizers, lr_factor, make_optimizer, split_parameters
@@ -51,17 +50,17 @@ log = logging.getLogger(__name__)
 
 
 def model_spec(cfg: Config, method: Method, num_classes: int, in_channels: int) -> tuple[str, dict[str, Any]]:
-    """Registry name and kwargs of the model a config trains (methods with masks use the ``_bbd`` variant)."""
+    """Registry name and kwargs of the model a config trains (methods with masks use the ``_bbd`` variant; the
+    ``model.*`` keys a variant takes are its factory's ``config_keys``, :func:`anpvs.models.register_model`)."""
     name = cfg.model.name
     variant = method.model_variant
     if variant and not name.endswith(f"_{variant}"):
         name = f"{name}_{variant}"
     kwargs: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels}
-    if name.endswith("_bbd"):
-        if cfg.model.mask_init is not None:
-            kwargs["head_mask_init" if name.startswith("vgg") else "mask_init"] = cfg.model.mask_init
-        if cfg.model.conv_mask_init is not None and name.startswith("vgg"):
-            kwargs["conv_mask_init"] = cfg.model.conv_mask_init
+    factory = MODELS.get(name) if name in MODELS else None  # an unknown name fails in create_model
+    for key, arg in getattr(factory, "config_keys", {}).items():
+        if getattr(cfg.model, key) is not None:
+            kwargs[arg] = getattr(cfg.model, key)
     return name, kwargs
 
 
@@ -234,7 +233,7 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
 
     total_steps = cfg.train.epochs * len(loader)
     opt = build_optimizers(cfg, model, total_steps)
-    masks, optimizers, schedulers = opt.masks, opt.optimizers, opt.schedulers
+    optimizers, schedulers = opt.optimizers, opt.schedulers
     opt_w = optimizers["weights"]
     start_epoch = 0
     if state is not None:
@@ -303,14 +302,12 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
         metrics = {k: round(v / max(n_seen, 1), 4) for k, v in sums.items()}
         metrics.update(method.epoch_metrics(model))
         metrics["lr"] = opt_w.param_groups[0]["lr"]
-        if masks:
-            metrics["mask_lr"] = optimizers["masks"].param_groups[0]["lr"]
-            metrics.update(mask_summary(model))
-            metrics.update(_efficiency(model))
+        for s in opt.sparsifiers:
+            metrics.update(s.epoch_metrics(model, optimizers[s.name]))
         if val_x is not None and ((epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs):
             metrics.update(validate(model, val_x, val_y, val_attack))
         metrics["epoch_time_s"] = round(time.time() - t0, 2)
-        _check_collapse(model, cfg, epoch, run_dir, len(data.train))
+        _check_health(opt.sparsifiers, model, cfg, epoch, run_dir, len(data.train))
         guard.check_epoch(epoch, metrics, run_dir)
         epoch_log.append({"epoch": epoch + 1, **metrics})
 
@@ -349,24 +346,13 @@ def _accumulate(sums: dict[str, float], out: dict[str, Any], y: torch.Tensor, b:
         add(k, float(v.detach()))
 
 
-def _efficiency(model: nn.Module) -> dict[str, Any]:
-    from .metrics.efficiency import efficiency_report
-
-    rep = efficiency_report(model.arch, [m.n_active() for _, m in named_masks(model)],
-                            num_classes=model.num_classes)
-    return {"unit_sparsity": round(rep["unit_sparsity"], 2), "flops_speedup": round(rep["flops_speedup"], 3),
-            "memory_pct": round(rep["memory_pct"], 2)}
-
-
-def _check_collapse(model: nn.Module, cfg: Config, epoch: int, run_dir: Path, n_train: int) -> None:
-    """Stop when a masked layer has no active unit left: the network can no longer predict."""
-    for name, m in named_masks(model):
-        if m.n_active() == 0:
-            n = cfg.method.kl_n or n_train
-            raise TrainingError(
-                f"layer {name!r} collapsed to 0 active units at epoch {epoch + 1} with method.beta={cfg.method.beta} "
-                f"(beta*KL/N, N={n}); {checkpoint_note(run_dir, epoch)}; "
-                f"lower method.beta or raise method.kl_n")
+def _check_health(sparsifiers: list, model: nn.Module, cfg: Config, epoch: int, run_dir: Path, n_train: int) -> None:
+    """Stop when a sparsifier says training cannot go on (e.g. a masked layer without an active unit)."""
+    for s in sparsifiers:
+        found = s.health(model, cfg, n_train, epoch)
+        if found is not None:
+            problem, fix = found
+            raise TrainingError(f"{problem}; {checkpoint_note(run_dir, epoch)}; {fix}")
 
 
 def _restore_log(path: Path, epochs_done: int, state: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -10,8 +10,14 @@ from torch import nn
 from ..registry import MODELS
 
 
-def register_model(name: str):
-    return MODELS.register(name)
+def register_model(name: str, *, config_keys: dict[str, str] | None = None):
+    """Register a model factory. ``config_keys`` maps ``model.*`` config keys to the factory's keyword
+    arguments (e.g. ``{"mask_init": "head_mask_init"}``): training passes the keys a run sets (not None)."""
+    def deco(factory):
+        factory.config_keys = dict(config_keys or {})
+        return MODELS.register(name)(factory)
+
+    return deco
 
 
 def create_model(name: str, **kwargs) -> nn.Module:

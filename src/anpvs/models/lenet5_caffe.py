@@ -56,7 +56,7 @@ def lenet5_caffe(num_classes: int = 10, in_channels: int = 1) -> LeNet5Caffe:
     return LeNet5Caffe(num_classes, in_channels)
 
 
-@register_model("lenet5_caffe_bbd")
+@register_model("lenet5_caffe_bbd", config_keys={"mask_init": "mask_init"})
 def lenet5_caffe_bbd(num_classes: int = 10, in_channels: int = 1, mask_init: float = -1.0) -> LeNet5Caffe:
     """LeNet5-Caffe with 4 Beta-Bernoulli dropout masks (BP, ANP, ANP-VS rows).
 

@@ -79,7 +79,7 @@ def vgg16(num_classes: int = 10, in_channels: int = 3) -> VGG16:
     return VGG16(num_classes, in_channels)
 
 
-@register_model("vgg16_bbd")
+@register_model("vgg16_bbd", config_keys={"mask_init": "head_mask_init", "conv_mask_init": "conv_mask_init"})
 def vgg16_bbd(num_classes: int = 10, in_channels: int = 3, conv_mask_init: float = 2.0,
               head_mask_init: float = -1.0) -> VGG16:
     """VGG-16 with 15 Beta-Bernoulli masks (13 conv, 2 head): BP, ANP, ANP-VS rows."""
