@@ -19,7 +19,7 @@ from anpvs.checkpoint import (
     make_checkpoint,
 )
 from anpvs.config import build_config
-from anpvs.methods import build_method
+from anpvs.methods import build_method, list_methods
 from anpvs.methods.admm import keep_masks, prunable_weights
 from anpvs.metrics.efficiency import weight_stats
 from anpvs.models import create_model
@@ -44,9 +44,10 @@ def _method_and_model(name: str, **overrides):
 
 
 # --------------------------------------------------------------------------------------------------
-# Every new method: finite loss, finite gradients reaching the weights
+# Every method (the registry: a new method is tested without editing this file): finite loss, finite
+# gradients reaching the weights
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["trades", "at_bnn", "pretrained_at", "admm"])
+@pytest.mark.parametrize("name", list_methods())
 def test_loss_and_gradients_are_finite(name: str) -> None:
     method, model = _method_and_model(name)
     model.train()
@@ -368,3 +369,31 @@ def test_admm_resume_matches_uninterrupted_run(tmp_path, monkeypatch) -> None:
         torch.testing.assert_close(b.state_dict()[k], v, rtol=0, atol=0)
     for k, v in ca["method_state"]["masks"].items():
         assert torch.equal(cb["method_state"]["masks"][k], v)
+
+
+# --------------------------------------------------------------------------------------------------
+# Every method's settings: declared next to its code, all in the config, valid by default, checked
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list_methods())
+def test_method_settings_are_in_the_config_and_valid_by_default(name: str) -> None:
+    import dataclasses
+
+    from anpvs.config import valid_keys
+    from anpvs.methods import METHODS, Settings
+
+    method_cls = METHODS.get(name)
+    assert issubclass(method_cls.settings, Settings) and dataclasses.is_dataclass(method_cls.settings)
+    cfg = build_config({"method.name": name})
+    for f in dataclasses.fields(method_cls.settings):
+        assert hasattr(cfg.method, f.name), f"{name}: method.{f.name} is not a config key"
+    method_cls.settings().validate()  # the defaults are valid
+    assert set(method_cls.preset) <= set(valid_keys()), f"{name}: its preset sets unknown keys"
+
+
+def test_each_method_validates_its_own_settings() -> None:
+    from anpvs.config import ConfigError
+
+    for key, bad in [("method.admm_rho", -1.0), ("method.bnn_kl_weight", 0.0), ("method.trades_beta", -1.0),
+                     ("method.beta", -1.0), ("method.kl_n", -1), ("method.adv_loss", "huber")]:
+        with pytest.raises(ConfigError, match=key.removeprefix("method.")):
+            build_config({"method.name": "standard", key: bad})

@@ -64,26 +64,36 @@ class EvalConfig:
     latency: bool = True  # time the masked vs the compacted network (B=1, B=256) in every evaluation record
 
 
-@dataclass
-class MethodConfig:
-    name: str = "standard"
-    adv_loss: str = "mixed"  # "mixed": (CE_clean + w CE_adv)/(1 + w) as the reference; "madry": CE_adv only
-    adv_weight: float = 2.0  # w above (reference: 2)
-    beta: float = 1.0  # weight of KL/N for the Beta-Bernoulli masks (paper: 4 MNIST, 2 CIFAR-10, 1 CIFAR-100)
-    kl_n: int = 0  # N in beta*KL/N; 0 = size of the training set (the reference uses 60,000 / 50,000)
-    kl_layer_scale: list[float] = field(default_factory=list)  # per-mask KL multipliers; [] = all 1 (paper)
-    vs_weight: float = 0.0  # lambda of the vulnerability suppression loss
-    vs_reduction: str = "mean"  # "mean" (reference code) or "sum" (paper text) over features
-    trades_beta: float = 6.0  # TRADES trade-off
-    reinit_head: bool = False  # init: re-initialise a classifier head whose shape differs (pretrained_at: true)
-    bnn_shared_sample: bool = True  # AT BNN: one weight sample per step, shared by the clean and adversarial pass
-    #                                (reference); False: a fresh sample per forward call
-    bnn_kl_weight: float = 100.0  # AT BNN: the Gaussian KL enters the loss as KL / (N * bnn_kl_weight) (reference)
-    admm_sparsity: float = 0.8  # ADMM: fraction of conv/linear weights pruned (paper: 0.8 MNIST, 0.75 CIFAR)
-    admm_structure: str = "layer"  # ADMM projection: layer (top-k per layer) | global | filter (conv filters)
-    admm_rho: float = 1e-3  # ADMM penalty rho of rho/2 ||W - Z + U||^2 (official: 1e-3)
-    admm_update_every: int = 1  # ADMM: epochs between Z/U updates (official CIFAR: 20 of 200; scale for short runs)
-    admm_fraction: float = 0.5  # ADMM: fraction of train.epochs in the ADMM phase; the rest is masked retraining
+def method_config_class() -> type:
+    """The ``method`` section's dataclass: ``name`` and every registered method's settings
+    (:class:`anpvs.methods.base.Settings` subclasses, declared next to each method), built once on first use.
+
+    Every run's config holds all of them, whatever its method (the layout of ``config.yaml`` and of the
+    checkpoints' config); the settings of a method live in its file, so a new method adds its keys there."""
+    global _METHOD_CONFIG
+    if _METHOD_CONFIG is None:
+        fields: list[tuple[str, Any, Any]] = [("name", str, field(default="standard"))]
+        seen = {"name"}
+        for cls in dict.fromkeys(getattr(factory, "settings", None) for _, factory in METHODS.items()):
+            if cls is None:
+                continue
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                if f.name in seen:
+                    continue
+                seen.add(f.name)
+                default = (field(default_factory=f.default_factory) if f.default_factory is not dataclasses.MISSING
+                           else field(default=f.default))
+                fields.append((f.name, hints[f.name], default))
+        _METHOD_CONFIG = dataclasses.make_dataclass("MethodConfig", fields)
+    return _METHOD_CONFIG
+
+
+_METHOD_CONFIG: type | None = None
+
+
+def _method_config() -> Any:
+    return method_config_class()()
 
 
 @dataclass
@@ -109,7 +119,7 @@ class TrainConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: Any = field(default_factory=_method_config)  # method_config_class()
     attack: AttackConfig = field(default_factory=AttackConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -143,18 +153,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "imagefolder": {},
     "cifar10": {**_CIFAR, "method.beta": 2.0, "method.vs_weight": 1e-4, "method.admm_sparsity": 0.75},
     "cifar100": {**_CIFAR, "method.beta": 1.0, "method.vs_weight": 0.1, "method.admm_sparsity": 0.75},
-}
-
-
-#: per-method adjustments applied after the dataset preset (the reference's BP ignores beta_weight: beta = 1).
-METHOD_PRESETS: dict[str, dict[str, Any]] = {
-    "bp": {"method.beta": 1.0},
-    # AT BNN: the reference adds no L2 for Bayesian nets (the KL term is the regulariser).
-    "at_bnn": {"train.weight_decay": 0.0},
-    # Pretrained AT: the fine-tuning recipe of Hendrycks et al. 2019 (SGD-Nesterov, cosine, 5 epochs, PGD-10).
-    "pretrained_at": {"train.optimizer": "sgd", "train.schedule": "cosine", "train.lr": 1e-3,
-                      "train.weight_decay": 5e-4, "train.batch_size": 128, "train.epochs": 5, "attack.steps": 10,
-                      "method.reinit_head": True},
 }
 
 
@@ -294,7 +292,9 @@ def build_config(overrides: dict[str, Any] | None = None, *, base: dict[str, Any
     if dataset not in PRESETS:
         raise ConfigError(f"unknown dataset {dataset!r}; valid: {', '.join(PRESETS)}")
     method = merged.get("method.name", cfg.method.name)
-    for key, value in {**PRESETS[dataset], **METHOD_PRESETS.get(method, {}), **merged}.items():
+    # the method's preset (its class's ``preset``, next to its code) comes after the dataset's
+    method_preset = getattr(METHODS.get(method), "preset", {}) if method in METHODS else {}
+    for key, value in {**PRESETS[dataset], **method_preset, **merged}.items():
         set_key(cfg, key, value)
     no_preset = "attack.eps" not in PRESETS[dataset]
     if no_preset:  # evaluation follows the threat model the user chose for training
@@ -347,20 +347,10 @@ def validate(cfg: Config) -> None:
     need(t.val_every >= 1, "train.val_every must be >= 1")
     for key, value in (("train.precision", t.precision), ("eval.precision", cfg.eval.precision)):
         need(value in ("fp32", "bf16"), f"{key} must be fp32 or bf16 (got {value!r})")
-    m = cfg.method
-    need(m.adv_loss in ("mixed", "madry"), f"method.adv_loss must be mixed or madry (got {m.adv_loss!r})")
-    need(m.adv_weight >= 0 and m.beta >= 0 and m.vs_weight >= 0 and m.trades_beta >= 0,
-         "method weights (adv_weight, beta, vs_weight, trades_beta) must be >= 0")
-    need(m.kl_n >= 0, "method.kl_n must be >= 0 (0 = training-set size)")
-    need(all(v >= 0 for v in m.kl_layer_scale), "method.kl_layer_scale entries must be >= 0")
-    need(m.vs_reduction in ("mean", "sum"), "method.vs_reduction must be mean or sum")
-    need(m.bnn_kl_weight > 0, f"method.bnn_kl_weight must be > 0 (got {m.bnn_kl_weight})")
-    need(0 <= m.admm_sparsity < 1, f"method.admm_sparsity is a fraction in [0, 1) (got {m.admm_sparsity})")
-    need(m.admm_structure in ("layer", "global", "filter"),
-         f"method.admm_structure must be layer, global or filter (got {m.admm_structure!r})")
-    need(m.admm_rho >= 0, f"method.admm_rho must be >= 0 (got {m.admm_rho})")
-    need(m.admm_update_every >= 1, f"method.admm_update_every must be >= 1 epoch (got {m.admm_update_every})")
-    need(0 <= m.admm_fraction <= 1, f"method.admm_fraction is a fraction in [0, 1] (got {m.admm_fraction})")
+    values = dataclasses.asdict(cfg.method)
+    for cls in dict.fromkeys(getattr(factory, "settings", None) for _, factory in METHODS.items()):
+        if cls is not None:  # every method checks its own settings (they are in every run's config)
+            cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)}).validate()
     d = cfg.data
     need(d.val_size >= 0, f"data.val_size must be >= 0 (got {d.val_size})")
     need(d.train_limit is None or d.train_limit >= 1, "data.train_limit must be >= 1")

@@ -45,12 +45,13 @@ The reported ``weight_sparsity`` (``anpvs eval``) counts all conv/linear weights
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .adversarial import Adversarial
+from .adversarial import Adversarial, AdversarialSettings
 from .base import register_method
 
 STRUCTURES = ("layer", "global", "filter")
@@ -103,11 +104,33 @@ def keep_masks(weights: dict[str, Tensor], sparsity: float, structure: str = "la
     return out
 
 
+@dataclass
+class ADMMSettings(AdversarialSettings):
+    admm_sparsity: float = 0.8  # ADMM: fraction of conv/linear weights pruned (paper: 0.8 MNIST, 0.75 CIFAR)
+    admm_structure: str = "layer"  # ADMM projection: layer (top-k per layer) | global | filter (conv filters)
+    admm_rho: float = 1e-3  # ADMM penalty rho of rho/2 ||W - Z + U||^2 (official: 1e-3)
+    admm_update_every: int = 1  # ADMM: epochs between Z/U updates (official CIFAR: 20 of 200; scale for short runs)
+    admm_fraction: float = 0.5  # ADMM: fraction of train.epochs in the ADMM phase; the rest is masked retraining
+
+    def validate(self) -> None:
+        super().validate()
+        self.need(0 <= self.admm_sparsity < 1,
+                  f"method.admm_sparsity is a fraction in [0, 1) (got {self.admm_sparsity})")
+        self.need(self.admm_structure in STRUCTURES,
+                  f"method.admm_structure must be layer, global or filter (got {self.admm_structure!r})")
+        self.need(self.admm_rho >= 0, f"method.admm_rho must be >= 0 (got {self.admm_rho})")
+        self.need(self.admm_update_every >= 1,
+                  f"method.admm_update_every must be >= 1 epoch (got {self.admm_update_every})")
+        self.need(0 <= self.admm_fraction <= 1,
+                  f"method.admm_fraction is a fraction in [0, 1] (got {self.admm_fraction})")
+
+
 @register_method("admm")
 class ADMM(Adversarial):
     """Adversarial ADMM pruning then masked adversarial retraining, in one run (start from an AT ``init``)."""
 
     wants_init = True
+    settings = ADMMSettings
 
     def __init__(self, cfg, n_train):
         super().__init__(cfg, n_train)

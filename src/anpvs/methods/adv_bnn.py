@@ -34,10 +34,22 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from dataclasses import dataclass
 
 from ..nn.bayes import one_sample, total_bayes_kl
-from .adversarial import Adversarial
+from .adversarial import Adversarial, AdversarialSettings
 from .base import register_method
+
+
+@dataclass
+class AdvBNNSettings(AdversarialSettings):
+    bnn_shared_sample: bool = True  # AT BNN: one weight sample per step, shared by the clean and adversarial pass
+    #                                (reference); False: a fresh sample per forward call
+    bnn_kl_weight: float = 100.0  # AT BNN: the Gaussian KL enters the loss as KL / (N * bnn_kl_weight) (reference)
+
+    def validate(self) -> None:
+        super().validate()
+        self.need(self.bnn_kl_weight > 0, f"method.bnn_kl_weight must be > 0 (got {self.bnn_kl_weight})")
 
 
 @register_method("at_bnn")
@@ -45,6 +57,8 @@ class AdvBNN(Adversarial):
     """Mixed adversarial loss on a ``*_bnn`` model plus ``KL / (N * kl_weight)``."""
 
     model_variant = "bnn"
+    settings = AdvBNNSettings
+    preset = {"train.weight_decay": 0.0}  # the reference adds no L2 for Bayesian nets (the KL is the regulariser)
 
     def __init__(self, cfg, n_train):
         super().__init__(cfg, n_train)

@@ -13,13 +13,32 @@ AT-VS adds ``lambda * V(z(x), z(x_adv))``, the latent vulnerability of SPEC A it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..compact import attack_network
 from ..metrics.vulnerability import vulnerability
-from .base import Method, mixed_ce, register_method, train_attack
+from .base import Method, Settings, mixed_ce, register_method, train_attack
+
+
+@dataclass
+class AdversarialSettings(Settings):
+    adv_loss: str = "mixed"  # "mixed": (CE_clean + w CE_adv)/(1 + w) as the reference; "madry": CE_adv only
+    adv_weight: float = 2.0  # w above (reference: 2)
+    vs_weight: float = 0.0  # lambda of the vulnerability suppression loss
+    vs_reduction: str = "mean"  # "mean" (reference code) or "sum" (paper text) over features
+
+    def validate(self) -> None:
+        super().validate()
+        self.need(self.adv_loss in ("mixed", "madry"),
+                  f"method.adv_loss must be mixed or madry (got {self.adv_loss!r})")
+        self.need(self.adv_weight >= 0 and self.vs_weight >= 0,
+                  "method weights (adv_weight, vs_weight) must be >= 0")
+        self.need(self.vs_reduction in ("mean", "sum"), "method.vs_reduction must be mean or sum")
 
 
 class Adversarial(Method):
     use_vs: bool = False
+    settings = AdversarialSettings
 
     def __init__(self, cfg, n_train):
         super().__init__(cfg, n_train)

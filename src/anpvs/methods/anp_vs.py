@@ -12,13 +12,33 @@ Start from a Standard checkpoint (``init``) as the reference does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor, nn
 
 from ..config import Config
 from ..nn.beta_bernoulli import bbd_layers, total_kl
-from .adversarial import Adversarial
-from .base import register_method
+from .adversarial import Adversarial, AdversarialSettings
+from .base import Settings, register_method
+
+
+@dataclass
+class MaskSettings(Settings):
+    """Settings of the Beta-Bernoulli masks' KL term (BP, ANP, ANP-VS)."""
+
+    beta: float = 1.0  # weight of KL/N for the Beta-Bernoulli masks (paper: 4 MNIST, 2 CIFAR-10, 1 CIFAR-100)
+    kl_layer_scale: list[float] = field(default_factory=list)  # per-mask KL multipliers; [] = all 1 (paper)
+
+    def validate(self) -> None:
+        super().validate()
+        self.need(self.beta >= 0, "method weights (beta) must be >= 0")
+        self.need(all(v >= 0 for v in self.kl_layer_scale), "method.kl_layer_scale entries must be >= 0")
+
+
+@dataclass
+class AdversarialPruningSettings(AdversarialSettings, MaskSettings):
+    """ANP and ANP-VS: the adversarial loss's settings and the masks'."""
 
 
 def scaled_kl(model: nn.Module, cfg: Config) -> Tensor:
@@ -38,6 +58,7 @@ def scaled_kl(model: nn.Module, cfg: Config) -> Tensor:
 class AdversarialPruning(Adversarial):
     model_variant = "bbd"
     wants_init = True
+    settings = AdversarialPruningSettings
 
     def loss(self, model, x, y):
         out = self.forward_pair(model, x, y)

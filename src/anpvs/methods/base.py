@@ -13,14 +13,36 @@ L2 weight decay is applied by the optimizer (``train.weight_decay``), not by the
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..attacks import PGD
 from ..config import Config
+from ..errors import ConfigError
 from ..registry import METHODS
+
+
+@dataclass
+class Settings:
+    """The ``method.*`` settings of a method, declared next to its code (one dataclass per family, inheriting
+    the settings it shares). The config's ``method`` section holds every registered method's settings
+    (:func:`anpvs.config.method_config_class`); each method validates its own in :meth:`validate`."""
+
+    kl_n: int = 0  # N in beta*KL/N and the BNN KL; 0 = size of the training set (the reference: 60,000 / 50,000)
+    reinit_head: bool = False  # init: re-initialise a classifier head whose shape differs (pretrained_at: true)
+
+    @staticmethod
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg)
+
+    def validate(self) -> None:
+        """Raise :class:`~anpvs.errors.ConfigError` (one line naming the key and the fix) for values that cannot
+        work."""
+        self.need(self.kl_n >= 0, "method.kl_n must be >= 0 (0 = training-set size)")
 
 
 def register_method(name: str):
@@ -33,6 +55,10 @@ class Method:
     model_variant: str = ""
     #: whether the method must start from a trained (Standard) checkpoint given with ``init``
     wants_init: bool = False
+    #: the ``method.*`` settings it reads
+    settings: ClassVar[type[Settings]] = Settings
+    #: config values the method sets after the dataset preset (below the user's YAML and flags)
+    preset: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg: Config, n_train: int) -> None:
         self.cfg = cfg
@@ -57,6 +83,11 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+def list_methods() -> list[str]:
+    """The registered method names (every module of :mod:`anpvs.methods` is imported on first use)."""
+    return METHODS.names()
 
 
 def build_method(cfg: Config, n_train: int) -> Method:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch.nn import functional as F
 
-from .anp_vs import scaled_kl
+from .anp_vs import MaskSettings, scaled_kl
 from .base import Method, register_method
 
 
@@ -18,6 +18,8 @@ from .base import Method, register_method
 class BayesianPruning(Method):
     model_variant = "bbd"
     wants_init = True
+    settings = MaskSettings
+    preset = {"method.beta": 1.0}  # the reference's BP ignores beta_weight: beta = 1
 
     def loss(self, model, x, y):
         logits = model(x)

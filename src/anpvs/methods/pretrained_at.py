@@ -45,3 +45,6 @@ class PretrainedAT(Adversarial):
     """Adversarial fine-tuning of a pre-trained checkpoint (``init``) with the Hendrycks et al. recipe."""
 
     wants_init = True
+    # the fine-tuning recipe of Hendrycks et al. 2019 (SGD-Nesterov, cosine, 5 epochs, PGD-10)
+    preset = {"train.optimizer": "sgd", "train.schedule": "cosine", "train.lr": 1e-3, "train.weight_decay": 5e-4,
+              "train.batch_size": 128, "train.epochs": 5, "attack.steps": 10, "method.reinit_head": True}

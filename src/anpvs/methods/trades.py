@@ -28,15 +28,28 @@ Adaptations here (LeNet5-Caffe / VGG-16, SPEC A item 9):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch.nn import functional as F
 
 from ..attacks import PGD
-from .base import Method, register_method
+from .base import Method, Settings, register_method
+
+
+@dataclass
+class TRADESSettings(Settings):
+    trades_beta: float = 6.0  # TRADES trade-off
+
+    def validate(self) -> None:
+        super().validate()
+        self.need(self.trades_beta >= 0, "method weights (trades_beta) must be >= 0")
 
 
 @register_method("trades")
 class TRADES(Method):
     """TRADES loss ``CE(f(x), y) + beta * KL(f(x) || f(x'))`` with x' from PGD on the KL."""
+
+    settings = TRADESSettings
 
     def __init__(self, cfg, n_train):
         super().__init__(cfg, n_train)
