@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from anpvs import data as D
+from anpvs.data import loading as D  # the seeded-subset helpers
 from anpvs.data import (
     DATASETS,
     ArrayDataset,

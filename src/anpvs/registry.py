@@ -91,6 +91,6 @@ MODELS: Registry[Callable[..., Any]] = Registry("model", "anpvs.models")
 METHODS: Registry[Callable[..., Any]] = Registry("method", "anpvs.methods")
 ATTACKS: Registry[Callable[..., Any]] = Registry("attack", "anpvs.attacks")
 SPARSIFIERS: Registry[Callable[..., Any]] = Registry("sparsifier", "anpvs.sparsifiers")
-DATA_FORMATS: Registry[Callable[..., Any]] = Registry("dataset", "anpvs.data")
+DATA_FORMATS: Registry[Callable[..., Any]] = Registry("dataset", "anpvs.data.formats")
 
 __all__ = ["ATTACKS", "DATA_FORMATS", "METHODS", "MODELS", "SPARSIFIERS", "Registry", "UnknownNameError"]
