@@ -157,7 +157,7 @@ def test_bnn_models_match_plain_architecture(bnn: str, plain: str, shape: tuple[
 
 def test_bnn_logits_have_no_relu() -> None:
     model = create_model("lenet5_caffe_bnn").eval()
-    assert (model(torch.rand(16, 1, 28, 28)) < 0).any(), "logits must be able to go negative (SPEC B 7.7)"
+    assert (model(torch.rand(16, 1, 28, 28)) < 0).any(), "logits must be able to go negative (docs/reference.md §7.7)"
 
 
 def test_eot_pgd_on_sampled_bnn() -> None:

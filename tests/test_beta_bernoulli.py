@@ -1,4 +1,4 @@
-"""Tests of Beta-Bernoulli dropout (SPEC B §2; Lee et al. 2018, arXiv 1805.10896)."""
+"""Tests of Beta-Bernoulli dropout (docs/reference.md §2; Lee et al. 2018, arXiv 1805.10896)."""
 
 from __future__ import annotations
 

@@ -97,7 +97,8 @@ def test_lenet_compact_matches_masked_forward_and_counts() -> None:
 
 
 def test_lenet_compact_flops_match_analytic_formula() -> None:
-    # SPEC A item 5: the analytic FLOPs of B 6 for the active counts equal FlopCounterMode's count on
+    # docs/decisions.md item 5: the analytic FLOPs of docs/reference.md §6 for the active counts equal
+    # FlopCounterMode's count on
     # the compacted network plus the terms FlopCounterMode does not see (see measured_flops).
     model, n = _pruned_lenet()
     c1, c2, f3, h4 = n["c1"], n["c2"], n["f3"], n["h4"]

@@ -20,7 +20,7 @@ def test_defaults_are_the_mnist_sample_preset() -> None:
 
 @pytest.mark.parametrize("dataset", ["mnist_sample", "mnist", "fashion_mnist"])
 def test_mnist_presets(dataset: str) -> None:
-    # SPEC B section 5, MNIST column
+    # docs/reference.md §5, MNIST column
     cfg = build_config({"data.name": dataset})
     assert cfg.model.name == "lenet5_caffe"
     assert (cfg.attack.eps, cfg.attack.step_size, cfg.attack.steps) == (0.3, 0.01, 20)
@@ -32,7 +32,7 @@ def test_mnist_presets(dataset: str) -> None:
 
 @pytest.mark.parametrize(("dataset", "beta", "vs_weight"), [("cifar10", 2.0, 1e-4), ("cifar100", 1.0, 0.1)])
 def test_cifar_presets(dataset: str, beta: float, vs_weight: float) -> None:
-    # SPEC B section 5 and SPEC A item 1 (eps and step in pixel units)
+    # docs/reference.md §5 and docs/decisions.md item 1 (eps and step in pixel units)
     cfg = build_config({"data.name": dataset})
     assert cfg.model.name == "vgg16"
     assert (cfg.attack.eps, cfg.attack.step_size, cfg.attack.steps) == (0.03, 0.007, 10)
@@ -50,7 +50,7 @@ def test_presets_do_not_leak_between_configs() -> None:
 
 
 def test_bp_method_preset_sets_beta_one() -> None:
-    # the reference's BP ignores beta_weight (SPEC B section 8)
+    # the reference's BP ignores beta_weight (docs/reference.md §8)
     assert build_config({"method.name": "bp"}).method.beta == 1.0
     assert build_config({"data.name": "cifar10", "method.name": "bp"}).method.beta == 1.0
     assert build_config({"method.name": "bp", "method.beta": 3.0}).method.beta == 3.0

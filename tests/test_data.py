@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from anpvs.data import loading as D  # the seeded-subset helpers
 from anpvs.data import (
     DATASETS,
     ArrayDataset,
@@ -22,6 +21,7 @@ from anpvs.data import (
     load_dataset,
     read_idx,
 )
+from anpvs.data import loading as D  # the seeded-subset helpers
 
 torch.set_num_threads(1)
 

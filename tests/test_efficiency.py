@@ -1,4 +1,4 @@
-"""Tests of the analytic efficiency metrics against the totals of SPEC B section 6."""
+"""Tests of the analytic efficiency metrics against the totals of docs/reference.md §6."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_vgg_full_model_totals() -> None:
 
 
 def test_vgg_legacy_memory_reproduces_reference_bugs() -> None:
-    # The reference adds the head (dense14 + dense15) inside the 13-step conv loop (SPEC B 7.3).
+    # The reference adds the head (dense14 + dense15) inside the 13-step conv loop (docs/reference.md §7.3).
     assert analytic_memory("vgg16", VGG_FULL, legacy_memory=True) == 19_881_538
     assert analytic_memory("vgg16", VGG_FULL, num_classes=100, legacy_memory=True) == 20_481_748
     # With the full model 12 extra heads is the whole difference: 512*512 + 3*512 + 512*C + C each.
@@ -74,7 +74,7 @@ def test_vgg_legacy_memory_reproduces_reference_bugs() -> None:
 
 
 def test_vgg_bn14_charged_on_outputs() -> None:
-    # SPEC B 7.4: BN14 acts on dense14's d15 outputs, the reference charges 2*d14.
+    # docs/reference.md §7.4: BN14 acts on dense14's d15 outputs, the reference charges 2*d14.
     d14, d15, c = VGG_PRUNED[13], VGG_PRUNED[14], 10
     conv_only = analytic_memory("vgg16", VGG_PRUNED) - (d14 * d15 + d15 + 2 * d15) - (d15 * c + c)
     legacy_head = d14 * d15 + d15 + 2 * d14 + d15 * c + c

@@ -1,4 +1,4 @@
-"""Contract tests of every registered model (STYLE rule 2, SPEC B sections 1 and 3).
+"""Contract tests of every registered model (STYLE rule 2, docs/reference.md §1 and §3).
 
 Parametrized over ``list_models()``, so a newly registered variant is tested without editing this
 file; models are built with their default ``model_kwargs`` only.
@@ -16,7 +16,7 @@ from anpvs.models import create_model, list_models
 # input (C, H, W) of each architecture family (``model.arch``)
 INPUT_SHAPES = {"lenet5_caffe": (1, 28, 28), "vgg16": (3, 32, 32)}
 
-# SPEC B section 1: the latents the vulnerability compares, per architecture, for a batch of N.
+# docs/reference.md §1: the latents the vulnerability compares, per architecture, for a batch of N.
 VGG_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 VGG_SIZES = (32, 32, 16, 16, 8, 8, 8, 4, 4, 4, 2, 2, 2)
 LATENT_SHAPES = {
@@ -89,7 +89,7 @@ def test_every_parameter_gets_a_finite_gradient(built, name: str) -> None:
 
 @pytest.mark.parametrize("name", list_models())
 def test_eval_forward_is_deterministic(built, name: str) -> None:
-    # Evaluation and attacks assume the test-mode network is a fixed function (SPEC A item 3).
+    # Evaluation and attacks assume the test-mode network is a fixed function (docs/decisions.md item 3).
     model = built(name)
     x = _inputs(model)
     with torch.no_grad():
@@ -115,7 +115,7 @@ def test_forward_intermediates_returns_the_spec_latents(built, name: str) -> Non
 
 
 def test_vgg_pre_bn_latent_is_dense14_output(built) -> None:
-    # SPEC B section 1: the VGG list ends with dense14's linear output, then ReLU(BN14(.)) of the same tensor.
+    # docs/reference.md §1: the VGG list ends with dense14's linear output, then ReLU(BN14(.)) of the same tensor.
     model = built("vgg16")
     with torch.no_grad():
         _, latents = model.forward_intermediates(_inputs(model))
@@ -144,7 +144,7 @@ BASES_WITH_MASKS = [n for n in list_models() if f"{n}_bbd" in list_models()]
 
 @pytest.mark.parametrize("base", BASES_WITH_MASKS)
 def test_standard_weights_load_into_masked_variant(base: str) -> None:
-    # BP / ANP / ANP-VS start from a Standard checkpoint (SPEC A item 7, B section 4).
+    # BP / ANP / ANP-VS start from a Standard checkpoint (docs/decisions.md item 7; docs/reference.md §4).
     plain = create_model(base)
     masked = create_model(f"{base}_bbd")
     fresh_masks = {k: v.clone() for k, v in masked.state_dict().items() if k.endswith(("a_uc", "b_uc"))}

@@ -58,7 +58,7 @@ def test_fit_writes_config_log_and_checkpoint(tiny_config, step_lrs) -> None:
     model, _ = load_model(run / "checkpoint.pt")
     assert model.model_name == "lenet5_caffe" and not model.training
 
-    # Staircase schedule at 50% and 70% of the 8 steps (SPEC B section 4): lr x0.1 from step 4, x0.01 from 6.
+    # Staircase schedule at 50% and 70% of the 8 steps (docs/reference.md §4): lr x0.1 from step 4, x0.01 from 6.
     lrs = [lr for _, lr in step_lrs]
     assert lrs == pytest.approx([1e-3] * 4 + [1e-4] * 2 + [1e-5] * 2)
     assert log[0]["lr"] == pytest.approx(1e-4)  # the lr in force after epoch 1, past the 50% milestone
@@ -137,7 +137,7 @@ def test_resume_equivalence(tiny_config, tmp_path: Path, monkeypatch: pytest.Mon
     assert a["model_name"] == b["model_name"]
     if method == "anp_vs":
         assert a["model_name"] == "lenet5_caffe_bbd" and set(a["optimizers"]) == {"weights", "masks"}
-        # both optimizers follow the same staircase (SPEC B section 4: lr1 = 10 lr2 throughout)
+        # both optimizers follow the same staircase (docs/reference.md §4: lr1 = 10 lr2 throughout)
         assert all(r["mask_lr"] == pytest.approx(10 * r["lr"]) for r in _log(tmp_path / "a"))
         assert _log(tmp_path / "a")[-1]["lr"] == pytest.approx(1e-5)
     assert a["state_dict"].keys() == b["state_dict"].keys()
@@ -165,7 +165,7 @@ def test_resume_of_a_finished_run_changes_nothing(tiny_config) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# ANP-VS: two optimizers, two losses (SPEC A item 7, B section 4)
+# ANP-VS: two optimizers, two losses (docs/decisions.md item 7; docs/reference.md §4)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -216,7 +216,8 @@ def test_anp_vs_losses_split_between_masks_and_weights(tiny_config) -> None:
     assert _flat(_grads(vs_term, masks)).abs().sum() > 0
     assert not torch.allclose(_flat(g_mask), _flat(_grads(out["loss"], masks)))
 
-    # weights: the mixed loss plus lambda * V, with V's first layer included (SPEC B 7.2); KL has no weight gradient
+    # weights: the mixed loss plus lambda * V, with V's first layer included (docs/reference.md §7.2); KL has no
+    # weight gradient
     assert _flat(_grads(kl_term, weights)).abs().sum() == 0
     assert model.conv1.weight.grad is None
     g_vs_conv1 = _grads(vs_term, [model.conv1.weight])[0]

@@ -18,8 +18,8 @@ What is folded where (e_k is the thresholded E[pi_k] of a mask, 0 for a pruned u
   conv2 channel and their own mask3 unit are kept; a conv2 channel none of whose 16 positions survives
   is removed too. When some positions of a surviving channel are dropped, the network gathers the
   surviving positions with ``index_select`` (index buffer ``dense3_index``).
-* **Pruned channel, VGG** (SPEC A item 6, B 7.9). The mask zeroes the channel *before* BN, so after
-  BN + ReLU (+ max-pool or dropout, both of which keep a constant) it carries the constant
+* **Pruned channel, VGG** (docs/decisions.md item 6; docs/reference.md §7.9). The mask zeroes the channel
+  *before* BN, so after BN + ReLU (+ max-pool or dropout, both of which keep a constant) it carries the constant
   ``c_k = ReLU(beta_k - gamma_k * mu_k / sqrt(var_k + eps))`` at every position. In the next layer:
 
   - *conv -> conv* (3x3, SAME zero padding). The input channel is ``c_k`` inside the image and 0 in

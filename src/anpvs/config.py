@@ -42,7 +42,7 @@ class ModelConfig:
 
 @dataclass
 class AttackConfig:
-    """The training-time attack (PGD in the test-mode network, SPEC B section 4)."""
+    """The training-time attack (PGD in the test-mode network, docs/reference.md §4)."""
 
     eps: float = 0.3
     step_size: float = 0.01
@@ -52,7 +52,7 @@ class AttackConfig:
 
 @dataclass
 class EvalConfig:
-    """The evaluation attack (SPEC B section 5-6): PGD-40 with random start on the whole test set."""
+    """The evaluation attack (docs/reference.md §5-6): PGD-40 with random start on the whole test set."""
 
     eps: float = 0.3
     step_size: float = 0.01
@@ -145,7 +145,7 @@ _CIFAR = {
     "eval.eps": 0.03, "eval.step_size": 0.007, "eval.steps": 40,
     "train.lr_milestones": [0.5, 0.8],
 }
-#: SPEC B section 5: per-dataset hyperparameters of the paper (eps and steps in pixel units).
+#: docs/reference.md §5: per-dataset hyperparameters of the paper (eps and steps in pixel units).
 PRESETS: dict[str, dict[str, Any]] = {
     "mnist_sample": _MNIST_LIKE,
     "mnist": _MNIST_LIKE,

@@ -1,7 +1,7 @@
 """Evaluation: clean, white-box and black-box (transfer) accuracy, latent vulnerability, efficiency.
 
 Everything runs on the deterministic test-mode network (expected masks, BN running statistics, no
-dropout) over the whole test set (SPEC A item 3). Adversarial examples are computed batch by batch;
+dropout) over the whole test set (docs/decisions.md item 3). Adversarial examples are computed batch by batch;
 the vulnerability is averaged over the whole test set, overall and per layer.
 """
 

@@ -1,11 +1,11 @@
 """The paper's own numbers (ANP-VS, ICML 2020, Table 1; the reference README's three tables), as data.
 
-Transcribed from SPEC B section 9 (mean of five runs). Rows are keyed by this project's method
+Transcribed from the paper's Table 1 (mean of five runs; docs/reference.md §9). Rows are keyed by this project's method
 names, values by the metric keys of :mod:`anpvs.evaluate`, so a table can print the paper's number
 beside ours. Two caveats the tables repeat in their footnotes:
 
 * the paper's "Sparsity" of ADMM is a *weight* sparsity (unstructured pruning), every other row's
-  is a *unit* sparsity (SPEC A item 5, B section 6); it is stored under ``unit_sparsity`` because
+  is a *unit* sparsity (docs/decisions.md item 5; docs/reference.md §6); it is stored under ``unit_sparsity`` because
   that is the column it sits in;
 * AT BNN's 200 % memory and 0.50x FLOPs are constants written by the authors (mean and sigma per
   weight), not measurements.
@@ -66,7 +66,7 @@ PAPER_SETTINGS: dict[str, str] = {
 
 #: footnotes that belong to the paper's numbers themselves: ``(row the note is about or None, text)``
 PAPER_NOTES: list[tuple[str | None, str]] = [
-    (None, "Paper numbers: ANP-VS (Madaan, Shin, Hwang, ICML 2020) Table 1, mean of five runs (SPEC B section 9)."),
+    (None, "Paper numbers: ANP-VS (Madaan, Shin, Hwang, ICML 2020) Table 1, mean of five runs (docs/reference.md §9)."),
     ("admm", "The paper's ADMM sparsity is a weight sparsity (unstructured pruning); every other paper sparsity is "
              "a unit sparsity. Compare ADMM with our weight-sparsity column."),
     ("at_bnn", "The paper's AT BNN memory (200 %) and FLOPs (0.50x) are constants written by its authors (mean and "

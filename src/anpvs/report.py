@@ -34,7 +34,7 @@ def markdown_table(rows: dict[str, list[dict[str, Any]]], columns: list[tuple[st
 # Tables of a reproduction: mean ± std over seeds, the paper's numbers beside ours, md / csv / json
 # --------------------------------------------------------------------------------------------------------
 
-#: the paper's columns plus the weight sparsity (so that ADMM's row is comparable, SPEC A item 5)
+#: the paper's columns plus the weight sparsity (so that ADMM's row is comparable, docs/decisions.md item 5)
 TABLE_COLUMNS: list[tuple[str, str, int]] = [*COLUMNS, ("Weight sparsity (%)", "weight_sparsity", 2)]
 
 

@@ -18,7 +18,7 @@ then hard prune + masked retraining (200 / 40 epochs); PGD with eps 8/255, step 
 CIFAR (eps 0.3, 40 steps of 0.01 on MNIST); per-layer prune ratios from a YAML file, sparsity types
 ``irregular`` (per-layer magnitude), ``filter``, ``column``, ``bn_filter``.
 
-Here (LeNet5-Caffe / VGG-16, SPEC A item 9):
+Here (LeNet5-Caffe / VGG-16, docs/decisions.md item 9):
 
 * stage 1 (adversarial pre-training) is an ``at`` run given with ``init``; stages 2 and 3 are one
   resumable run: the first ``round(method.admm_fraction * train.epochs)`` epochs are ADMM, the rest

@@ -3,7 +3,7 @@ Adversarial Defense through Robust Bayesian Neural Network" (ICLR 2019,
 https://arxiv.org/abs/1810.01279). Paper row "AT BNN".
 
 As the ANP-VS reference runs it (``--net lenet_conv_bayes|vgg16_bayes --mode base --adv_train``,
-SPEC B section 8), per batch::
+docs/reference.md §8), per batch::
 
     (CE(f_W1(x), y) + 2 CE(f_W2(x'), y)) / 3 + KL(q(W) || p(W)) / (N * kl_weight)
 
@@ -24,10 +24,10 @@ Adaptations and differences (documented in docs/baselines.md too):
 * one weight sample per step, shared by the clean and the adversarial pass, as the reference (its
   noise is drawn once per ``session.run``); ``method.bnn_shared_sample=False`` draws a fresh sample
   for every forward call instead (measured effect: docs/baselines.md);
-* the logits get no ReLU (the reference's LeNet applies one, SPEC B 7.7), and VGG's BN affine
+* the logits get no ReLU (the reference's LeNet applies one, docs/reference.md §7.7), and VGG's BN affine
   parameters are deterministic (the reference makes them Bayesian too);
 * evaluation: the mean weights in eval mode (as the reference), plus EOT-PGD / sample ensembles
-  on the stochastic network via :func:`anpvs.nn.bayes.set_sampling` (SPEC A item 8).
+  on the stochastic network via :func:`anpvs.nn.bayes.set_sampling` (docs/decisions.md item 8).
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 AT: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks" (arXiv:1706.06083),
 with the ANP-VS reference's mixed loss ``(CE_clean + 2 CE_adv) / 3`` by default
 (``method.adv_loss=madry`` for CE_adv only). The PGD example is computed on the test-mode network
-(SPEC B section 4); both cross-entropies use train-mode forwards. Trained from scratch.
+(docs/reference.md §4); both cross-entropies use train-mode forwards. Trained from scratch.
 For masked models (ANP, ANP-VS) the attack runs on :func:`anpvs.compact.attack_network`, the physically
 compacted test-mode network, which computes the same function.
 
-AT-VS adds ``lambda * V(z(x), z(x_adv))``, the latent vulnerability of SPEC A item 2
+AT-VS adds ``lambda * V(z(x), z(x_adv))``, the latent vulnerability of docs/decisions.md item 2
 (``method.vs_weight``), computed on the same two train-mode forwards.
 """
 

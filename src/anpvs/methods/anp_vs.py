@@ -1,5 +1,5 @@
 """ANP and ANP-VS: adversarial training of Beta-Bernoulli pruning masks (Madaan et al., ICML 2020,
-arXiv:1908.04355), exactly as SPEC B section 4:
+arXiv:1908.04355), exactly as docs/reference.md §4:
 
 * mask parameters (``a_uc``, ``b_uc``) minimise ``CE_adv + beta * KL / N``;
 * weights minimise ``(CE_clean + 2 CE_adv) / 3 + lambda * V`` (+ L2 by the optimizer; KL has no

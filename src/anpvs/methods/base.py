@@ -4,7 +4,7 @@ The one training loop (:func:`anpvs.train.fit`) calls ``method.loss(model, x, y)
 
 * back-propagates ``out["loss"]`` into the weights (conv/linear/BN parameters);
 * back-propagates ``out["mask_loss"]`` into the mask parameters (``a_uc``, ``b_uc``) when the
-  method returns one (SPEC A item 7: two optimizers, two losses); without it the masks, if any,
+  method returns one (docs/decisions.md item 7: two optimizers, two losses); without it the masks, if any,
   receive ``out["loss"]``;
 * logs ``out["logits"]`` accuracy and every other scalar entry as-is.
 

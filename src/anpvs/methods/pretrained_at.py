@@ -14,7 +14,7 @@ adversarial-only loss) with the ``pretrained_at`` preset giving the recipe above
 dataset's). The pre-training is a separate run given by ``init``.
 
 There is no downsampled ImageNet here (and no ImageNet counterpart of MNIST at all), and how the
-ANP-VS authors pre-trained LeNet5-Caffe / VGG-16 is unknown (SPEC B section 8). Two adaptations,
+ANP-VS authors pre-trained LeNet5-Caffe / VGG-16 is unknown (docs/reference.md §8). Two adaptations,
 chosen by the ``init`` checkpoint:
 
 (a) pre-training on a *different* dataset of the same input shape: Fashion-MNIST -> MNIST,

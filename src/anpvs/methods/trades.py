@@ -16,12 +16,12 @@ in the paper (script default 1.0), SGD lr 0.1 momentum 0.9 wd 2e-4, batch 128, l
 76-80 epochs depending on the script version; MNIST SmallCNN, eps 0.3, 40 steps of 0.01, beta 1,
 SGD lr 0.01 momentum 0.9 (no wd), batch 128, 100 epochs.
 
-Adaptations here (LeNet5-Caffe / VGG-16, SPEC A item 9):
+Adaptations here (LeNet5-Caffe / VGG-16, docs/decisions.md item 9):
 
 * the inner attack uses the dataset preset's training attack (``attack.*``: MNIST eps 0.3, 20 steps
   of 0.01; CIFAR eps 0.03, 10 steps of 0.007), the same as the AT row, not TRADES' MNIST PGD-40;
 * ``beta = method.trades_beta`` (default 6, the paper's; the beta of the ANP-VS table is unknown,
-  SPEC B section 8; the official MNIST script uses 1.0: ``--set method.trades_beta=1``);
+  docs/reference.md §8; the official MNIST script uses 1.0: ``--set method.trades_beta=1``);
 * optimizer, schedule, epochs and batch size are the project's (Adam 1e-3 staircase, batch 64,
   L2 1e-4 on conv/linear weights), as for every other row, so rows differ only by their loss.
 """

@@ -1,4 +1,5 @@
-"""Analytic efficiency metrics of a unit-pruned LeNet5-Caffe or VGG-16 (SPEC A.5, B sections 2, 6, 7).
+"""Analytic efficiency metrics of a unit-pruned LeNet5-Caffe or VGG-16 (docs/decisions.md item 5;
+docs/reference.md §2, §6, §7).
 
 Every analytic function here is a pure function of the *active-unit counts*: the number of kept
 units (neurons, channels or flattened inputs) behind each Beta-Bernoulli mask, in mask order.
@@ -17,7 +18,7 @@ Masks and the layer whose *input* width or *output* width they set:
 
 The formulas are those of the reference code (``divyam3897/ANP_VS``,
 ``src/experiments/flops/utils.py`` and ``src/experiments/memory/utils.py``), written here as
-integer arithmetic; the two memory bugs of SPEC B 7.3-7.4 are fixed unless ``legacy_memory=True``.
+integer arithmetic; the two memory bugs of docs/reference.md §7.3-7.4 are fixed unless ``legacy_memory=True``.
 Two reference conventions are kept on purpose because the paper's numbers depend on them:
 
 * the input width of a layer is the active count of the *previous mask*, nothing else; in
@@ -49,7 +50,7 @@ _UNITS: dict[str, tuple[int, ...]] = {"lenet5_caffe": _LENET_UNITS, "vgg16": _VG
 
 #: Architectures the analytic metrics know.
 ARCHS: tuple[str, ...] = tuple(_UNITS)
-#: Total number of maskable units (the denominator of unit sparsity, SPEC B 2).
+#: Total number of maskable units (the denominator of unit sparsity, docs/reference.md §2).
 UNIT_TOTALS: dict[str, int] = {name: sum(units) for name, units in _UNITS.items()}
 
 # LeNet5-Caffe: 28x28 input, VALID 5x5 convs -> 24x24 and 8x8 outputs, each followed by a 2x2 pool.
@@ -133,7 +134,7 @@ def _conv_memory(side_out: int, c_in: int, c_out: int, kernel: int, *, batch_nor
 def _dense_memory(n_in: int, n_out: int, *, batch_norm: bool, legacy: bool = False) -> int:
     """``in*out`` weights + ``out`` biases + ``2*out`` BN affine parameters when BN follows.
 
-    The reference charges BN ``2*in`` (SPEC B 7.4); BN14 normalizes dense14's *outputs*, so the
+    The reference charges BN ``2*in`` (docs/reference.md §7.4); BN14 normalizes dense14's *outputs*, so the
     corrected count is ``2*out``. ``legacy=True`` reproduces ``2*in``.
     """
     mem = n_in * n_out + n_out
@@ -155,7 +156,7 @@ def full_units(arch: str) -> list[int]:
 
 
 def unit_sparsity(arch: str, active: Sequence[int]) -> float:
-    """Unit sparsity in percent: ``100 - sum(active) / sum(full) * 100`` (SPEC B 2, ``run.py:605``).
+    """Unit sparsity in percent: ``100 - sum(active) / sum(full) * 100`` (docs/reference.md §2, reference ``run.py``).
 
     Units are neurons, channels and (LeNet's bbd3) flattened inputs; the denominator is
     ``UNIT_TOTALS[arch]`` (1370 or 5248). This is *not* the fraction of zero weights, see
@@ -166,7 +167,7 @@ def unit_sparsity(arch: str, active: Sequence[int]) -> float:
 
 
 def analytic_flops(arch: str, active: Sequence[int], *, num_classes: int = 10) -> int:
-    """FLOPs of one forward pass of the pruned network, by the reference formula (SPEC B 6).
+    """FLOPs of one forward pass of the pruned network, by the reference formula (docs/reference.md §6).
 
     Each layer's input width is the previous mask's active count (the input image for the first
     conv). Terms:
@@ -211,7 +212,7 @@ def analytic_flops(arch: str, active: Sequence[int], *, num_classes: int = 10) -
 def analytic_memory(
     arch: str, active: Sequence[int], *, num_classes: int = 10, legacy_memory: bool = False
 ) -> int:
-    """Run-time memory proxy (in numbers, not bytes) of the pruned network (SPEC B 6).
+    """Run-time memory proxy (in numbers, not bytes) of the pruned network (docs/reference.md §6).
 
     * conv: ``K^2*C_in*H_out*W_out + K^2*C_in*C_out`` (+ ``2*C_out`` when BN follows: VGG);
     * dense: ``in*out + out`` (+ ``2*out`` for VGG's BN14).
@@ -221,7 +222,7 @@ def analytic_memory(
     (d14 -> d15, with BN14) and dense15 (d15 -> num_classes); full model: 16,655,818 (10 classes)
     or 16,701,988 (100 classes).
 
-    Bugs of the reference ``vgg_memory`` fixed here (SPEC B 7.3-7.4); ``legacy_memory=True``
+    Bugs of the reference ``vgg_memory`` fixed here (docs/reference.md §7.3-7.4); ``legacy_memory=True``
     reproduces them (full model: 19,881,538 and 20,481,748):
 
     * 7.3: the dense14 + dense15 memory is added inside the 13-iteration conv loop, i.e. 13 times;
@@ -339,7 +340,7 @@ def weight_stats(model: nn.Module) -> dict:
     * ``weight_sparsity``: ``zero_weights / weights * 100`` (0 when there are no weights).
 
     Weight sparsity is what unstructured pruning (ADMM) reports; it is not comparable with the
-    unit sparsity of :func:`unit_sparsity` (SPEC A.5). For a compacted network, ``params`` and
+    unit sparsity of :func:`unit_sparsity` (docs/decisions.md item 5). For a compacted network, ``params`` and
     ``bytes`` are the real size of the smaller model.
     """
     params = 0

@@ -4,7 +4,7 @@ Contract (shared with attacks and metrics):
 
 * ``model(x)`` takes images in [0, 1] of shape (N, C, H, W) and returns logits (N, num_classes);
 * ``model.forward_intermediates(x)`` returns ``(logits, latents)``, the latent features the
-  vulnerability metric and the VS loss compare (SPEC B section 1), in layer order;
+  vulnerability metric and the VS loss compare (docs/reference.md §1), in layer order;
 * normalization, where used, is the first layer (:class:`InputNormalize`), so attacks work in
   pixel units.
 """

@@ -1,4 +1,4 @@
-"""Bayesian (mean-field Gaussian) LeNet5-Caffe and VGG-16 for the AT BNN row (SPEC B section 8).
+"""Bayesian (mean-field Gaussian) LeNet5-Caffe and VGG-16 for the AT BNN row (docs/reference.md §8).
 
 Each is the plain architecture (:class:`LeNet5Caffe`, :class:`VGG16`) with every conv / linear layer
 swapped for its :mod:`anpvs.nn.bayes` twin, so ``arch``, parameter names of the means, ``forward``
@@ -7,7 +7,7 @@ deterministic.
 
 Differences from the reference ``LeNetConvBayes`` / ``VGGBayes``:
 
-* no ReLU on the logits (the reference applies one, SPEC B 7.7, which caps the logits at >= 0);
+* no ReLU on the logits (the reference applies one, docs/reference.md §7.7, which caps the logits at >= 0);
 * VGG's BN affine parameters are ordinary (point-estimate) parameters; the reference makes them
   Bayesian too (``BatchNormBayes``, whose ``gamma`` means start at U(0, 1)) and adds their KL.
 """

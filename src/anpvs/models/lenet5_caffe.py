@@ -1,4 +1,4 @@
-"""LeNet5-Caffe (20-50-800-500), the MNIST network of the paper (SPEC B section 3).
+"""LeNet5-Caffe (20-50-800-500), the MNIST network of the paper (docs/reference.md §3).
 
 conv1 5x5 1->20 -> mask1 -> ReLU -> maxpool2 -> conv2 5x5 20->50 -> mask2 -> ReLU -> maxpool2
 -> flatten 800 -> mask3 -> dense3 800->500 -> ReLU -> mask4 -> dense4 500->C.

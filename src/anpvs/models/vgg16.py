@@ -1,10 +1,10 @@
-"""VGG-16, CIFAR variant of the paper (SPEC B section 3).
+"""VGG-16, CIFAR variant of the paper (docs/reference.md §3).
 
 Each of the 13 blocks is conv3x3 (SAME, bias) -> mask -> BN -> ReLU -> dropout or maxpool 2x2;
 the head is flatten (512) -> [dropout 0.5, plain model only] -> mask14 -> dense14 512->512 ->
 BN14 -> ReLU -> [dropout 0.5, plain model only] -> mask15 -> dense15 512->C.
 
-The masks sit *before* BN as in the reference (SPEC A item 6): a pruned channel then outputs the
+The masks sit *before* BN as in the reference (docs/decisions.md item 6): a pruned channel then outputs the
 constant ``ReLU(beta - gamma * mu / sqrt(var + eps))``, which compaction folds into the next bias.
 BN uses the reference's momentum 0.99 (PyTorch ``momentum=0.01``) and eps 1e-3. Normalization
 with the CIFAR channel statistics is the first layer, so the model takes [0, 1] pixels.
@@ -66,7 +66,7 @@ class VGG16(Classifier):
             h = F.max_pool2d(h, 2) if after == "M" else F.dropout(h, after, self.training)
         h = F.dropout(h.flatten(1), self.head_dropout, self.training)
         lin = self.dense14(self.mask14(h))
-        latents.append(lin)  # the reference records dense14's pre-BN output as well (SPEC B section 1)
+        latents.append(lin)  # the reference records dense14's pre-BN output as well (docs/reference.md §1)
         h = F.relu(self.bn14(lin))
         latents.append(h)
         h = F.dropout(h, self.head_dropout, self.training)

@@ -2,7 +2,7 @@
 
 Adv-BNN: Liu, Li, Chen, Hsieh, "Adv-BNN: Improved Adversarial Defense through Robust Bayesian
 Neural Network" (ICLR 2019, https://arxiv.org/abs/1810.01279), as the ANP-VS reference implements
-it (``ConvBayes`` / ``DenseBayes`` in ``divyam3897/ANP_VS``, SPEC B section 8).
+it (``ConvBayes`` / ``DenseBayes`` in ``divyam3897/ANP_VS``, docs/reference.md §8).
 
 Every weight and bias entry has a posterior ``N(mu, sigma^2)`` with ``sigma = softplus(rho)`` and a
 prior ``N(0, sigma_p^2)``. ``mu`` *is* the layer's ordinary ``weight`` / ``bias`` (the layers subclass
@@ -20,7 +20,7 @@ The reference draws ``eps`` once per ``session.run``, so its clean and adversari
 share one weight sample; :func:`one_sample` does the same here (AT BNN uses it unless
 ``method.bnn_shared_sample=False``, which draws a fresh sample for every forward call).
 
-Defaults of the reference (SPEC B section 8): LeNet5-Caffe ``sigma_p = 1.0``, ``rho = -3``
+Defaults of the reference (docs/reference.md §8): LeNet5-Caffe ``sigma_p = 1.0``, ``rho = -3``
 (sigma = 0.049); VGG-16 ``sigma_p = 0.1``, ``rho = -5`` (sigma = 0.0067).
 """
 

@@ -3,7 +3,7 @@
 BBD is from Lee et al. 2018, "Adaptive Network Sparsification with Dependent Variational
 Beta-Bernoulli Dropout" (https://arxiv.org/abs/1805.10896); ANP-VS (Madaan, Shin, Hwang, ICML 2020,
 "Adversarial Neural Pruning with Latent Vulnerability Suppression", https://arxiv.org/abs/1908.04355)
-uses it unchanged as its pruning mask. Formulas and constants follow SPEC B §2.
+uses it unchanged as its pruning mask. Formulas and constants follow docs/reference.md §2.
 
 Each unit k has a keep probability pi_k with prior Beta(alpha, 1) and variational posterior
 Kumaraswamy(a_k, b_k). Training multiplies activations by a relaxed Bernoulli(pi_k) sample; evaluation

@@ -20,7 +20,7 @@ A *protocol* says what to train; it is data, not code: a YAML file shipped in ``
         init: standard          # optional: a row of the same seed, or pretrain.<name>
         ablation: false         # optional: ablation rows are listed last, marked "(ablation)"
         sampled_eval: false     # optional: also evaluate with sampled weights + EOT (Bayesian models,
-                                # SPEC A item 8), shown as an extra row
+                                # docs/decisions.md item 8), shown as an extra row
         overrides: {key: value}
     notes: [text, ...]          # optional footnotes
     figures: {n_images: 256, eps_factors: [0, 0.25, 0.5, 0.75, 1, 1.25]}   # optional

@@ -92,11 +92,11 @@ def _caption(proto: dict[str, Any], seeds: list[int], records: dict[str, dict[st
         parts.append(f"Black-box source: `{Path('runs') / 'source'}` ({src['method']}, seed {src['seed']}, "
                      f"{src.get('epochs')} epochs; clean {sm['clean_acc']:.2f} %, white-box PGD "
                      f"{sm['pgd_acc']:.2f} %), the same for every row and seed.")
-    parts.append("V = mean |z(x) - z(x_adv)| over latent features and test images (SPEC A item 2); Memory, FLOPs "
-                 "and Sparsity (unit sparsity) are analytic (SPEC B section 6); weight sparsity = share of zero "
-                 "conv/linear weights; Measured speed-up = median wall-clock latency of the masked over the "
-                 "physically compacted network at batch 256 on the evaluating device (docs/compact.md; - for "
-                 "records without it).")
+    parts.append("V = mean |z(x) - z(x_adv)| over latent features and test images (docs/decisions.md item 2); "
+                 "Memory, FLOPs and Sparsity (unit sparsity) are analytic (docs/reference.md §6); "
+                 "weight sparsity = share of zero conv/linear weights; Measured speed-up = median wall-clock "
+                 "latency of the masked over the physically compacted network at batch 256 on the evaluating "
+                 "device (docs/compact.md; - for records without it).")
     return " ".join(parts)
 
 
