@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ...attacks import PGD, eval_mode
+from ...metrics.accuracy import count_correct
 
 
 def _batches(x: Tensor, y: Tensor, batch_size: int):
@@ -59,13 +60,8 @@ def accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_list: Sequence[f
     with eval_mode(model):
         for eps in eps_list:
             torch.manual_seed(seed)
-            correct = 0
-            for xb, yb in _batches(x, y, batch_size):
-                xb, yb = xb.to(device), yb.to(device)
-                if eps > 0:
-                    xb = PGD(eps=eps, step_size=step_per_eps * eps, steps=steps)(model, xb, yb)
-                with torch.no_grad():
-                    correct += (model(xb).argmax(1) == yb).sum().item()
+            attack = PGD(eps=eps, step_size=step_per_eps * eps, steps=steps) if eps > 0 else None
+            correct = count_correct(model, x, y, batch_size=batch_size, attack=attack, device=device)
             accs.append(100.0 * correct / len(x))
     return accs
 
