@@ -379,5 +379,8 @@ def test_validation_attack_runs_with_gradients() -> None:
             seen.append(torch.is_grad_enabled())
             return super().__call__(model, x, y)
 
-    validate(model, x, y, Spy(eps=0.3, step_size=0.1, steps=2))
+    before = torch.get_rng_state()
+    m = validate(model, x, y, Spy(eps=0.3, step_size=0.1, steps=2))
     assert seen == [True]
+    assert torch.equal(torch.get_rng_state(), before), "validation must not move the training's random stream"
+    assert 0 <= m["val_pgd2_acc"] <= m["val_clean_acc"] <= 100 and m["val_vulnerability"] > 0

@@ -21,9 +21,10 @@ Result checks, on accuracies in %:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -183,15 +184,22 @@ def sweep_step(eps: float, step_size: float, steps: int) -> float:
     return max(step_size, 2.5 * eps / steps)
 
 
-def eps_sweep(model: nn.Module, images: Tensor, labels: Tensor, eps_values: Sequence[float], *, step_size: float,
-              steps: int, norm: str = "linf", eot: int = 1, ensemble: int = 1, batch_size: int = 500, seed: int = 0,
+def eps_sweep(model: nn.Module, images: Tensor, labels: Tensor, eps_values: Sequence[float], *,
+              step_size: float | None = None, steps: int, step_for: Callable[[float], float] | None = None,
+              norm: str = "linf", eot: int = 1, ensemble: int = 1, batch_size: int = 500, seed: int = 0,
               progress: bool = False) -> tuple[float, list[dict[str, float]]]:
     """PGD accuracy at each radius; returns ``(clean_acc, [{"eps", "step_size", "acc", "vulnerability"}, ...])``.
 
-    eps 0 is the clean accuracy itself (no attack is run)."""
+    The step at radius ``eps`` is ``step_for(eps)``, by default :func:`sweep_step` of ``step_size`` (the
+    sanity check's rule; the accuracy-vs-eps figure passes a step proportional to eps). eps 0 is the clean
+    accuracy itself (no attack is run)."""
     from .evaluate import evaluate
 
-    attacks = {f"eps{i}": PGD(eps=e, step_size=sweep_step(e, step_size, steps), steps=steps, norm=norm, eot=eot)
+    if step_for is None:
+        if step_size is None:
+            raise ValueError("eps_sweep needs step_size or step_for")
+        step_for = functools.partial(sweep_step, step_size=step_size, steps=steps)
+    attacks = {f"eps{i}": PGD(eps=e, step_size=step_for(e), steps=steps, norm=norm, eot=eot)
                for i, e in enumerate(eps_values) if e > 0}
     m = evaluate(model, images, labels, attacks, batch_size=batch_size, seed=seed, progress=progress,
                  ensemble=ensemble)

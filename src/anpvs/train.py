@@ -32,15 +32,14 @@ from .checkpoint import (
     make_checkpoint,
     read_checkpoint,
 )
-from .compact import attack_network
 from .config import Config, config_from_dict
 from .data import BatchLoader, load_dataset
 from .errors import OutputError, RunInterrupted, TrainingError
+from .evaluate import evaluate
 from .guards import DivergenceGuard, checkpoint_note
 from .io.atomic import write_text
 from .io.rundir import RunDir
 from .methods import Method, build_method
-from .metrics.vulnerability import vulnerability
 from .models import MODELS, create_model
 from .runlock import MARKER_NAME, RunLock, clean_partial_writes, foreign_entries
 from .runtime import resolve_device, seed_everything
@@ -87,26 +86,15 @@ def compile_model(model: nn.Module) -> None:
 
 def validate(model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, attack: PGD) -> dict[str, float]:
     """Clean and PGD accuracy and the white-box vulnerability V (mean |z(x) - z(x_adv)| over latent features
-    and validation images) of the *test-mode* network on the validation split (the network users get)."""
-    world = distributed.current()
-    lo, hi = distributed.shard_bounds(len(val_x), world)  # each rank validates its share
-    val_x, val_y = val_x[lo:hi], val_y[lo:hi]
-    counts = torch.zeros(4, dtype=torch.float64)  # clean correct, robust correct, V * n, n
-    with eval_mode(model):
-        net = attack_network(model)
-        for i in range(0, len(val_x), 500):
-            x, y = val_x[i:i + 500], val_y[i:i + 500]
-            adv = attack(net, x, y)
-            with torch.no_grad():
-                logits, latents = model.forward_intermediates(x)
-                logits_adv, latents_adv = model.forward_intermediates(adv)
-                v, _ = vulnerability(latents, latents_adv)
-            counts += torch.tensor([(logits.argmax(1) == y).sum().item(), (logits_adv.argmax(1) == y).sum().item(),
-                                    v.item() * len(y), len(y)], dtype=torch.float64)
-    c, r, vn, n = distributed.all_reduce_sum(counts).tolist()
-    clean, robust = 100.0 * c / max(n, 1), 100.0 * r / max(n, 1)
-    return {"val_clean_acc": round(clean, 2), f"val_pgd{attack.steps}_acc": round(robust, 2),
-            "val_vulnerability": round(vn / max(n, 1), 5)}
+    and validation images) of the *test-mode* network on the validation split (the network users get).
+
+    :func:`anpvs.evaluate.evaluate` on the split (sharded over ranks under torchrun), with its own seeded
+    random starts: the training's random stream is left as it was."""
+    devices = [val_x.device] if val_x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        m = evaluate(model, val_x, val_y, {"pgd": attack}, batch_size=500)
+    return {"val_clean_acc": m["clean_acc"], f"val_pgd{attack.steps}_acc": m["pgd_acc"],
+            "val_vulnerability": m["pgd_vulnerability"]}
 
 
 def prepare_run_dir(out: str, *, force: bool = False) -> Path:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ...attacks import PGD, eval_mode
-from ...metrics.accuracy import count_correct
+from ...checks import eps_sweep
 
 
 def _batches(x: Tensor, y: Tensor, batch_size: int):
@@ -54,16 +54,12 @@ def input_distortion(model: nn.Module, x: Tensor, y: Tensor, attack: PGD) -> Ten
 
 def accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_list: Sequence[float], *, steps: int,
                     step_per_eps: float, seed: int = 0, batch_size: int = 250) -> list[float]:
-    """White-box PGD accuracy (%) at each eps; the step size is ``step_per_eps * eps`` (the table's ratio)."""
-    device = next(model.parameters()).device
-    accs = []
-    with eval_mode(model):
-        for eps in eps_list:
-            torch.manual_seed(seed)
-            attack = PGD(eps=eps, step_size=step_per_eps * eps, steps=steps) if eps > 0 else None
-            correct = count_correct(model, x, y, batch_size=batch_size, attack=attack, device=device)
-            accs.append(100.0 * correct / len(x))
-    return accs
+    """White-box PGD accuracy (%) at each eps; the step size is ``step_per_eps * eps`` (the table's ratio).
+
+    The sweep of :func:`anpvs.checks.eps_sweep` (the one ``anpvs check`` runs), with this step rule."""
+    _, rows = eps_sweep(model, x, y, list(eps_list), steps=steps, step_for=lambda eps: step_per_eps * eps,
+                        seed=seed, batch_size=batch_size)
+    return [r["acc"] for r in rows]
 
 
 def loss_surface(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, n: int = 21,

@@ -108,7 +108,8 @@ def draw_figures(out: str | Path, *, device: str = "auto", n_images: int | None 
     curves = {}
     for k, model in models.items():
         key = {"checkpoint": str(runs[k]["checkpoint"]), "epoch": epochs[k], "n": len(x), "eps": eps_list,
-               "steps": e.steps, "step_per_eps": e.step_size / e.eps if e.eps else 0.0}
+               "steps": e.steps, "step_per_eps": e.step_size / e.eps if e.eps else 0.0,
+               "sweep": "checks.eps_sweep"}  # curves of the older per-eps loop are recomputed
         hit = cache.get(k)
         if not hit or {kk: hit.get(kk) for kk in key} != key:
             acc = accuracy_vs_eps(model, x, y, eps_list, steps=e.steps, step_per_eps=key["step_per_eps"])
