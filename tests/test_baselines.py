@@ -286,23 +286,25 @@ def test_admm_run_reaches_target_sparsity_and_keeps_masks(tmp_path) -> None:
 
 def test_admm_state_round_trip() -> None:
     method, model = _method_and_model("admm", **{"train.epochs": 4})
+    (pruner,) = method.sparsifiers(model)
     model.train()
     method.loss(model, *_batch())
-    assert method.phase == "admm" and set(method.Z) == set(prunable_weights(model))
-    method.on_epoch_end(model, 0)  # a Z/U update
+    pruner.penalty(model)  # the first step starts the ADMM phase
+    assert pruner.phase == "admm" and set(pruner.Z) == set(prunable_weights(model))
+    pruner.on_epoch_end(model, 0)  # a Z/U update
     state = method.state_dict()
     fresh, _ = _method_and_model("admm", **{"train.epochs": 4})
     fresh.load_state_dict(state)
-    assert fresh.phase == "admm" and fresh.n_updates == 1
-    for k in method.Z:
-        torch.testing.assert_close(fresh.Z[k], method.Z[k])
-        torch.testing.assert_close(fresh.U[k], method.U[k])
-    method.on_epoch_end(model, 1)  # end of the ADMM phase (round(0.5 * 4) = 2 epochs): hard prune
-    assert method.phase == "retrain" and not method.Z
+    assert fresh.pruner.phase == "admm" and fresh.pruner.n_updates == 1
+    for k in pruner.Z:
+        torch.testing.assert_close(fresh.pruner.Z[k], pruner.Z[k])
+        torch.testing.assert_close(fresh.pruner.U[k], pruner.U[k])
+    pruner.on_epoch_end(model, 1)  # end of the ADMM phase (round(0.5 * 4) = 2 epochs): hard prune
+    assert pruner.phase == "retrain" and not pruner.Z
     with torch.no_grad():
         model.conv1.weight.add_(1.0)
-    method.on_step_end(model)
-    assert (model.conv1.weight[~method.masks["conv1.weight"]] == 0).all()
+    pruner.on_step_end(model)
+    assert (model.conv1.weight[~pruner.masks["conv1.weight"]] == 0).all()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,7 +348,7 @@ def test_pretrained_at_fit_with_other_class_count(tmp_path) -> None:
 
 
 def test_admm_resume_matches_uninterrupted_run(tmp_path, monkeypatch) -> None:
-    from anpvs.methods.admm import ADMM
+    from anpvs.sparsifiers.admm import ADMMPruning as ADMM  # the pruning scheme whose epoch hook is cut
 
     overrides = {"method.admm_fraction": 0.67, "data.train_limit": 64}  # epochs: ADMM, ADMM + prune, retrain
     full = fit(_tiny_cfg(tmp_path / "full", "admm", **overrides), progress=False)

@@ -73,11 +73,13 @@ class Optimization:
     sparsifiers: list[Sparsifier] = dataclasses.field(default_factory=list)
 
 
-def build_optimizers(cfg: Config, model: nn.Module, total_steps: int) -> Optimization:
+def build_optimizers(cfg: Config, model: nn.Module, total_steps: int,
+                     sparsifiers: list[Sparsifier] | None = None) -> Optimization:
     """Adam/SGD on the weights, and each sparsifier's own optimizer (Adam on the masks). L2 (``train.weight_decay``)
     on the conv/linear weight tensors only, or with ``train.decay_scope="all"`` on every weight-optimizer
-    parameter (biases, BN too)."""
-    sparsifiers = sparsifiers_of(model)
+    parameter (biases, BN too). ``sparsifiers``: default the model's (:func:`sparsifiers_of`); ``fit`` adds the
+    method's."""
+    sparsifiers = sparsifiers_of(model) if sparsifiers is None else sparsifiers
     masks, decay, no_decay = split_parameters(model)
     if cfg.train.decay_scope == "all":
         decay, no_decay = decay + no_decay, []
@@ -85,7 +87,8 @@ def build_optimizers(cfg: Config, model: nn.Module, total_steps: int) -> Optimiz
                                  {"params": no_decay, "weight_decay": 0.0}], cfg.train.lr)
     optimizers: dict[str, torch.optim.Optimizer] = {"weights": opt_w}
     for s in sparsifiers:
-        optimizers[s.name] = s.make_optimizer(cfg)
+        if s.parameters():
+            optimizers[s.name] = s.make_optimizer(cfg)
     factor = lr_factor(cfg, total_steps)
     schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimizers.items()}
     return Optimization(masks, decay + no_decay, optimizers, schedulers, sparsifiers)
@@ -129,6 +132,11 @@ class TrainStep:
             out = self.method.loss(self.model, x, y)
         if self.precision != "fp32":
             out = {k: v.float() if isinstance(v, Tensor) and v.is_floating_point() else v for k, v in out.items()}
+        for s in opt.sparsifiers:  # e.g. ADMM's rho/2 ||W - Z + U||^2 joins the weights' loss
+            penalty = s.penalty(self.model)
+            if penalty is not None:
+                out["loss"] = out["loss"] + penalty
+                out[f"{s.name}_penalty"] = penalty.detach()
         if self.check is not None:
             self.check(out)
         for o in opt.optimizers.values():
@@ -150,4 +158,6 @@ class TrainStep:
         for s in opt.schedulers.values():
             s.step()
         self.method.on_step_end(self.model)
+        for s in opt.sparsifiers:
+            s.on_step_end(self.model)
         return out

@@ -43,6 +43,7 @@ from .methods import Method, build_method
 from .models import MODELS, create_model
 from .runlock import MARKER_NAME, RunLock, clean_partial_writes, foreign_entries
 from .runtime import resolve_device, seed_everything
+from .sparsifiers import sparsifiers_of
 from .step import TrainStep, build_optimizers, lr_factor, make_optimizer, split_parameters
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
             torch.manual_seed(cfg.seed * 1_000_003 + world.rank)
 
     total_steps = cfg.train.epochs * len(loader)
-    opt = build_optimizers(cfg, model, total_steps)
+    opt = build_optimizers(cfg, model, total_steps, sparsifiers=sparsifiers_of(model) + method.sparsifiers(model))
     optimizers, schedulers = opt.optimizers, opt.schedulers
     opt_w = optimizers["weights"]
     start_epoch = 0
@@ -283,6 +284,8 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
             bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}", acc=f"{sums['acc'] / n_seen:.1f}")
         bar.close()
         method.on_epoch_end(model, epoch)
+        for s in opt.sparsifiers:
+            s.on_epoch_end(model, epoch)
         if world.enabled:  # epoch means over the global batches
             keys = list(sums)  # same insertion order on every rank
             tot = distributed.all_reduce_sum(torch.tensor([sums[k] for k in keys] + [n_seen], dtype=torch.float64))
@@ -291,7 +294,7 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
         metrics.update(method.epoch_metrics(model))
         metrics["lr"] = opt_w.param_groups[0]["lr"]
         for s in opt.sparsifiers:
-            metrics.update(s.epoch_metrics(model, optimizers[s.name]))
+            metrics.update(s.epoch_metrics(model, optimizers.get(s.name)))
         if val_x is not None and ((epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs):
             metrics.update(validate(model, val_x, val_y, val_attack))
         metrics["epoch_time_s"] = round(time.time() - t0, 2)

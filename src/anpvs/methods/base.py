@@ -67,11 +67,16 @@ class Method:
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError
 
+    def sparsifiers(self, model: nn.Module) -> list:
+        """Pruning schemes this method brings (:class:`anpvs.sparsifiers.Sparsifier`, e.g. ADMM's), driven by
+        the training loop beside the ones the model carries; their state belongs in :meth:`state_dict`."""
+        return []
+
     def on_step_end(self, model: nn.Module) -> None:
-        """Hook after each optimizer step (e.g. re-applying hard pruning masks)."""
+        """Hook after each optimizer step."""
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
-        """Hook after each epoch, before the checkpoint is written (e.g. ADMM's Z/U updates)."""
+        """Hook after each epoch, before the checkpoint is written."""
 
     def epoch_metrics(self, model: nn.Module) -> dict[str, Any]:
         """Extra scalars for the epoch's log line."""

@@ -6,8 +6,9 @@ loop (:class:`anpvs.step.TrainStep`, :func:`anpvs.train.fit`) iterates over :fun
 no scheme. Every module of this package is imported on the first lookup of :data:`anpvs.registry.SPARSIFIERS`,
 so a new scheme is one file here with ``@register_sparsifier("name")``.
 
-ADMM (:mod:`anpvs.methods.admm`) prunes the weights themselves and needs no parameters of its own: it plugs
-in through the method hooks (``on_step_end``, ``on_epoch_end``, ``epoch_metrics``, ``state_dict``).
+A method may bring its own scheme (:meth:`anpvs.methods.base.Method.sparsifiers`): ADMM weight pruning
+(:mod:`anpvs.sparsifiers.admm`) adds a penalty to the loss, updates Z/U after epochs, re-applies its masks
+after steps and keeps its state in the method's checkpoint state; it owns no parameters.
 """
 
 from .base import Sparsifier, register_sparsifier, sparsifiers_of

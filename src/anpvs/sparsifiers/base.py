@@ -17,29 +17,51 @@ def register_sparsifier(name: str):
 
 
 class Sparsifier:
-    """What the training loop asks of a pruning scheme.
+    """What the training loop asks of a pruning scheme; every hook has a do-nothing default.
 
-    ``name`` keys its optimizer and LR scheduler in checkpoints; ``loss_key`` names the entry of the method's
-    loss dict whose gradient trains :meth:`parameters` (when the method returns it; otherwise the parameters
-    receive the weights' ``loss``)."""
+    ``name`` keys its optimizer and LR scheduler in checkpoints (schemes with :meth:`parameters`) and its
+    penalty in the loss dict (``<name>_penalty``); ``loss_key`` names the entry of the method's loss dict whose
+    gradient trains :meth:`parameters` (when the method returns it; otherwise the parameters receive the
+    weights' ``loss``).
+
+    Two kinds: schemes carried by the model (Beta-Bernoulli masks: found by :func:`sparsifiers_of`, their
+    state is part of the model's parameters) and schemes a method brings (ADMM weight pruning:
+    :meth:`anpvs.methods.base.Method.sparsifiers`, their :meth:`state_dict` saved with the method's state)."""
 
     name: str = ""
     loss_key: str | None = None
 
     def parameters(self) -> list[nn.Parameter]:
-        """The parameters this scheme trains with its own optimizer."""
+        """The parameters this scheme trains with its own optimizer (none: no optimizer is made)."""
         return []
 
-    def make_optimizer(self, cfg: Config) -> torch.optim.Optimizer:  # pragma: no cover - every scheme defines it
+    def make_optimizer(self, cfg: Config) -> torch.optim.Optimizer:  # pragma: no cover - schemes with parameters
         raise NotImplementedError
 
-    def epoch_metrics(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        """Scalars (and small dicts) for the epoch's log line."""
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        """A term added to the weights' ``loss`` at every step (e.g. ADMM's ``rho/2 ||W - Z + U||^2``)."""
+        return None
+
+    def on_step_end(self, model: nn.Module) -> None:
+        """After every optimizer step (e.g. re-applying fixed pruning masks)."""
+
+    def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
+        """After every epoch, before the checkpoint is written (e.g. ADMM's Z/U updates)."""
+
+    def epoch_metrics(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+        """Scalars (and small dicts) for the epoch's log line; ``optimizer`` is None for schemes without one."""
         return {}
 
     def health(self, model: nn.Module, cfg: Config, n_train: int, epoch: int) -> tuple[str, str] | None:
         """``(what went wrong, how to fix it)`` when training cannot go on after ``epoch``, else None."""
         return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """State that is not in the model's parameters (tensors and primitive containers only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
 
 def sparsifiers_of(model: nn.Module) -> list[Sparsifier]:
