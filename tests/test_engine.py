@@ -244,3 +244,25 @@ def test_bf16_adversarial_training_is_as_robust_as_fp32(tmp_path):
         acc[precision] = rec["metrics"]["pgd_acc"]
     assert acc["fp32"] > 30  # the models did learn to resist the attack
     assert abs(acc["bf16"] - acc["fp32"]) <= 1.0, acc
+
+
+def test_inference_conv2d_uses_nnpack_only_for_the_narrowest_convs(monkeypatch) -> None:
+    """NNPACK is slower than oneDNN from 6 output channels on (docs in anpvs.nn.fast); wider convs take conv(x)."""
+    from anpvs.nn import fast
+
+    calls = []
+    real = torch.ops.aten._nnpack_spatial_convolution
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append(args[1].shape[0])
+            return real(*args)
+
+    monkeypatch.setattr(torch.ops.aten, "_nnpack_spatial_convolution", Spy())
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        for c in (4, 20):
+            conv = fast.FastConv2d(1, c, 5).eval()
+            torch.testing.assert_close(fast.inference_conv2d(conv, x), conv(x), rtol=1e-5, atol=1e-5)
+    if torch.backends.nnpack.is_available():
+        assert calls == [4]
