@@ -38,6 +38,18 @@ def markdown_table(rows: dict[str, list[dict[str, Any]]], columns: list[tuple[st
 TABLE_COLUMNS: list[tuple[str, str, int]] = [*COLUMNS, ("Weight sparsity (%)", "weight_sparsity", 2)]
 
 
+def autoattack_columns(n: int, unit: str = "images") -> list[tuple[str, str, int]]:
+    """The AutoAttack column and PGD-40 on the same ``n`` test ``unit`` beside it (see :func:`with_autoattack`)."""
+    return [(f"AutoAttack acc, {n} {unit} (%)", "autoattack_acc", 2), (f"PGD-40 acc, same {n} (%)", "aa_pgd_acc", 2)]
+
+
+def with_autoattack(metrics: dict[str, Any], aa_metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` plus the AutoAttack accuracy, the PGD accuracy and the size of the subset of an
+    ``attacks=["pgd", "autoattack"]`` evaluation (``aa_metrics``), under the keys of :func:`autoattack_columns`."""
+    return {**metrics, "autoattack_acc": aa_metrics["autoattack_acc"], "aa_pgd_acc": aa_metrics["pgd_acc"],
+            "aa_n": aa_metrics["n"]}
+
+
 def summarize(values: Sequence[float | None]) -> dict[str, Any]:
     """``{"mean", "std", "n", "values"}`` of the finite values; ``std`` is the sample std (None for n < 2)."""
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]

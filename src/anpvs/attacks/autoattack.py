@@ -24,6 +24,15 @@ class OptionalDependencyError(AnpvsError, ImportError):
     """An optional extra that a requested feature needs is not installed."""
 
 
+def autoattack_available() -> bool:
+    """Whether the optional ``pyautoattack`` package (``pip install 'anpvs[eval]'``) can be imported."""
+    try:
+        _import_autoattack()
+    except OptionalDependencyError:
+        return False
+    return True
+
+
 def _import_autoattack():
     try:
         from pyautoattack import AutoAttack as _AutoAttack

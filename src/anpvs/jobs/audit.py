@@ -69,7 +69,7 @@ def audit(out: str | Path, *, test_limit: int | None = 1000, autoattack: bool = 
     ``test_limit``: test images of the eps sweep; ``aa_limit``: of AutoAttack (default: ``test_limit``;
     PGD-40 is rerun on the same images); ``seeds``: only these seeds' runs (the source is always
     audited). ``autoattack=False`` skips AutoAttack."""
-    from ..attacks.autoattack import INSTALL_HINT, OptionalDependencyError
+    from ..attacks.autoattack import INSTALL_HINT, OptionalDependencyError, autoattack_available
     from .check import check_checkpoint
     from .evaluate import evaluate_checkpoint
 
@@ -78,11 +78,8 @@ def audit(out: str | Path, *, test_limit: int | None = 1000, autoattack: bool = 
     aa_limit = test_limit if aa_limit is None else aa_limit
     if (test_limit is not None and test_limit < 1) or (aa_limit is not None and aa_limit < 1):
         raise AuditError(f"--test-limit and --aa-limit must be >= 1 (got {test_limit}, {aa_limit})")
-    if autoattack:
-        try:
-            import pyautoattack  # noqa: F401
-        except ImportError:
-            raise OptionalDependencyError(f"{INSTALL_HINT} (or audit without it: --no-autoattack)") from None
+    if autoattack and not autoattack_available():
+        raise OptionalDependencyError(f"{INSTALL_HINT} (or audit without it: --no-autoattack)")
     models = _models(out, seeds)
     rows: list[dict[str, Any]] = []
     for i, (name, ckpt) in enumerate(models, 1):

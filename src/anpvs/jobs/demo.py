@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..attacks.autoattack import autoattack_available
 from ..checkpoint import read_checkpoint
 from ..config import build_config
 from ..io.atomic import write_json, write_text
 from ..io.rundir import RunDir
-from ..report import COLUMNS, markdown_table
+from ..report import COLUMNS, autoattack_columns, markdown_table, with_autoattack
 from ..train import fit
 from .evaluate import evaluate_checkpoint
 
@@ -36,11 +37,7 @@ DEMO_AA_IMAGES = 200
 
 
 def _have_autoattack() -> bool:
-    try:
-        import pyautoattack  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return autoattack_available()
 
 
 def run_demo(out: str | Path, *, epochs_scale: float = 1.0, device: str = "auto", progress: bool = True) -> str:
@@ -67,11 +64,10 @@ def run_demo(out: str | Path, *, epochs_scale: float = 1.0, device: str = "auto"
             m = evaluate_checkpoint(summary["checkpoint"], attacks=["pgd", "autoattack"], test_limit=DEMO_AA_IMAGES,
                                     device=device, progress=progress, latency=False,
                                     out=RunDir.of(summary["checkpoint"]).autoattack_record())["metrics"]
-            rows[label][0] = {**rows[label][0], "autoattack_acc": m["autoattack_acc"], "aa_pgd_acc": m["pgd_acc"]}
+            rows[label][0] = with_autoattack(rows[label][0], m)
     columns = [c for c in COLUMNS if not c[1].startswith("bb_")]
     if aa:
-        columns += [(f"AutoAttack acc, {DEMO_AA_IMAGES} digits (%)", "autoattack_acc", 2),
-                    (f"PGD-40 acc, same {DEMO_AA_IMAGES} (%)", "aa_pgd_acc", 2)]
+        columns += autoattack_columns(DEMO_AA_IMAGES, "digits")
     table = markdown_table(rows, columns)
     ckpt = read_checkpoint(RunDir(out / DEMO_RUNS[0][1]).checkpoint)
     note = (f"\nMNIST sample ({ckpt['data']['source']}): trained on {ckpt['data']['n_train']} digits, "

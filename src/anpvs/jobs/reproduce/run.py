@@ -19,7 +19,7 @@ from ...evaluate import write_record
 from ...io.atomic import write_json, write_text
 from ...io.records import MISSING, fresh_record, stamp_record
 from ...io.rundir import ReproDir, RunDir
-from ...report import write_tables
+from ...report import with_autoattack, write_tables
 from ...train import TrainingError, fit
 from ..evaluate import evaluate_checkpoint
 from .plan import Job, plan
@@ -128,9 +128,7 @@ def _finished(job: Job, source: Job | None, epochs: dict[str, int],
 
 def _with_autoattack(rec: dict[str, Any], aa_rec: dict[str, Any]) -> dict[str, Any]:
     """``rec`` with the AutoAttack accuracy and the PGD accuracy on the same subset of ``aa_rec``."""
-    m = aa_rec["metrics"]
-    return {**rec, "metrics": {**rec["metrics"], "autoattack_acc": m["autoattack_acc"], "aa_pgd_acc": m["pgd_acc"],
-                               "aa_n": m["n"]}}
+    return {**rec, "metrics": with_autoattack(rec["metrics"], aa_rec["metrics"])}
 
 
 def _autoattack(job: Job, test_limit: int, *, sampled: bool, device: str, progress: bool) -> dict[str, Any]:

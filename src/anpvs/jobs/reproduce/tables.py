@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ...paper_results import PAPER_SETTINGS, paper_notes, paper_table
-from ...report import TABLE_COLUMNS
+from ...report import TABLE_COLUMNS, autoattack_columns
 from .protocol import SAMPLED_SUFFIX
 
 
@@ -52,8 +52,7 @@ def table_inputs(proto: dict[str, Any], seeds: list[int], shown: list[str], skip
     aa = proto["autoattack"]
     if aa is not None:
         n = aa["test_limit"]
-        columns += [(f"AutoAttack acc, {n} images (%)", "autoattack_acc", 2),
-                    (f"PGD-40 acc, same {n} (%)", "aa_pgd_acc", 2)]
+        columns += autoattack_columns(n)
     return {"rows": rows, "paper": paper, "row_keys": row_keys, "caption": _caption(proto, seeds, records),
             "columns": columns,
             "footnotes": footnotes,
