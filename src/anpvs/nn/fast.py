@@ -31,7 +31,10 @@ __all__ = ["SMALL_CIN", "FastConv2d", "conv2d", "fast_kernels", "inference_conv2
 #: a conv whose input has at most this many channels gets the native input-gradient kernel
 SMALL_CIN = 3
 #: ... and at most this many output channels: NNPACK wins only for the narrowest convs (batch 256, 1 input channel:
-#: 4 outputs 0.62 ms vs oneDNN 0.86; 6 outputs 1.31 vs 1.09; 20 outputs 5.3 vs 3.0)
+#: 4 outputs 0.62 ms vs oneDNN 0.86; 6 outputs 1.31 vs 1.09; 20 outputs 5.3 vs 3.0), and only in a single-threaded
+#: process: NNPACK brings its own thread pool, which fights torch's OpenMP threads between operators (the compacted
+#: LeNet5-Caffe at the paper's widths, batch 256, 2 threads: 3.8-4.5 ms with NNPACK, 2.2 ms without; 1 thread:
+#: 3.2 ms with, 3.8 ms without; docs/compact.md)
 SMALL_COUT = 4
 
 
@@ -97,7 +100,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, padding: int =
 def inference_conv2d(conv: nn.Conv2d, x: Tensor) -> Tensor:
     """``conv(x)`` for inference; a convolution of at most :data:`SMALL_CIN` input channels on a CPU, in
     float32, with no gradient to record, and at most :data:`SMALL_COUT` output channels runs through NNPACK
-    (where PyTorch has it): for the compacted LeNet5-Caffe's conv1 (1 -> 4 channels, batch 256) 0.6-1.2 ms
+    (where PyTorch has it) when torch uses one thread: for the compacted LeNet5-Caffe's conv1 (1 -> 4 channels, batch 256) 0.6-1.2 ms
     against oneDNN's 0.9-1.7 ms. Wider ones stay on oneDNN (1 -> 20 channels: 3.0 ms, NNPACK 5.3 ms; 4 -> 23:
     1.1 ms, NNPACK 1.4 ms). Same values to float rounding."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
@@ -107,7 +110,7 @@ def inference_conv2d(conv: nn.Conv2d, x: Tensor) -> Tensor:
     counting = _get_current_dispatch_mode() is not None
     if (plain and not needs_grad and not counting and _fast_path(x) and conv.weight.dtype == torch.float32
             and conv.in_channels <= SMALL_CIN and conv.out_channels <= SMALL_COUT and x.dim() == 4
-            and torch.backends.nnpack.is_available()):  # is_available() also initialises NNPACK
+            and torch.get_num_threads() == 1 and torch.backends.nnpack.is_available()):  # is_available() also initialises NNPACK
         try:
             return torch.ops.aten._nnpack_spatial_convolution(x.contiguous(), conv.weight, conv.bias, conv.padding)
         except RuntimeError:  # a shape or build NNPACK refuses: the standard kernel
