@@ -273,3 +273,54 @@ def test_inference_conv2d_uses_nnpack_only_for_the_narrowest_convs_on_one_thread
         torch.set_num_threads(threads)
     if torch.backends.nnpack.is_available():
         assert calls == [4]  # 4 output channels on one thread; not 20, not on two threads
+
+
+@pytest.mark.parametrize("cin,cout,k,size", [(1, 4, 5, 28), (1, 20, 5, 28), (3, 7, 3, 32), (2, 5, 4, 18), (1, 2, 5, 6)])
+def test_conv2d_maxpool2x2_is_conv_then_pool(cin, cout, k, size) -> None:
+    """The phase-decomposed conv + 2x2 pool of the compacted networks gives F.max_pool2d(conv(x), 2)."""
+    from anpvs.nn import fast
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(cin, cout, k).eval()
+    x = torch.rand(5, cin, size, size)
+    with torch.no_grad():
+        out = fast.conv2d_maxpool2x2(conv, x)
+        assert out is not None
+        torch.testing.assert_close(out, F.max_pool2d(conv(x), 2), rtol=1e-5, atol=1e-5)
+
+
+def test_phase_weight_by_hand() -> None:
+    """A 3x3 kernel of taps 1..9 on a 1-channel input: phase (0, 0) of the output reads input phase (0, 0) at
+    offsets (0,0),(0,1),(1,0),(1,1) with taps w[0,0], w[0,2], w[2,0], w[2,2], and input phase (1, 1) at (0, 0)
+    with tap w[1,1]; phase (1, 1) reads phase (0, 0) at (1, 1) with tap w[1,1] (output row 2I+1 reads input row
+    2I+1+u; u = 1 is phase 0 at offset 1)."""
+    from anpvs.nn import fast
+
+    w = torch.arange(1.0, 10.0).view(1, 1, 3, 3)
+    pw, pb = fast.phase_weight(w, torch.tensor([0.5]))
+    assert pw.shape == (4, 4, 2, 2) and pb.tolist() == [0.5] * 4
+    assert pw[0, 0].tolist() == [[1.0, 3.0], [7.0, 9.0]]  # output phase (0,0) from input phase (0,0)
+    assert pw[3, 0].tolist() == [[0.0, 0.0], [0.0, 5.0]]  # output phase (1,1) from input phase (0,0)
+    assert pw[0, 3].tolist() == [[5.0, 0.0], [0.0, 0.0]]  # output phase (0,0) from input phase (1,1)
+    assert pw[3, 3].tolist() == [[1.0, 3.0], [7.0, 9.0]]  # output phase (1,1) from input phase (1,1)
+    assert float(pw.sum()) == 4 * float(w.sum())  # every tap lands once in each output phase
+
+
+def test_conv2d_maxpool2x2_declines_and_follows_weight_changes() -> None:
+    """No phase path with a gradient to record, for an odd input, or for a wide input; an in-place change of
+    the weights (a new checkpoint loaded into the same module) rebuilds the cached phase kernel."""
+    from anpvs.nn import fast
+
+    conv = torch.nn.Conv2d(1, 4, 5).eval()
+    x = torch.rand(2, 1, 28, 28)
+    assert fast.conv2d_maxpool2x2(conv, x) is None  # conv.weight requires grad and grad mode is on
+    with torch.no_grad():
+        assert fast.conv2d_maxpool2x2(conv, torch.rand(2, 1, 27, 27)) is None
+        assert fast.conv2d_maxpool2x2(torch.nn.Conv2d(8, 4, 5), torch.rand(2, 8, 28, 28)) is None
+        with fast.fast_kernels(False):
+            assert fast.conv2d_maxpool2x2(conv, x) is None
+        before = fast.conv2d_maxpool2x2(conv, x)
+        conv.weight.mul_(-1.0)
+        after = fast.conv2d_maxpool2x2(conv, x)
+        torch.testing.assert_close(after, F.max_pool2d(conv(x), 2), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(before, after)

@@ -65,7 +65,7 @@ from .models.base import InputNormalize
 from .models.lenet5_caffe import LeNet5Caffe
 from .models.vgg16 import AFTER_BLOCK, VGG16
 from .nn.beta_bernoulli import BetaBernoulliDropout, bbd_layers
-from .nn.fast import FastConv2d, inference_conv2d, max_pool2d
+from .nn.fast import FastConv2d, conv2d_maxpool2x2, inference_conv2d, max_pool2d
 from .pruning import active_units
 
 __all__ = [
@@ -156,6 +156,12 @@ def _pool(x: Tensor) -> Tensor:
     return max_pool2x2(x)
 
 
+def _conv_pool(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """``_pool(conv(x))``; for inference of a narrow-input conv, :func:`anpvs.nn.fast.conv2d_maxpool2x2`."""
+    out = conv2d_maxpool2x2(conv, x)
+    return _pool(inference_conv2d(conv, x)) if out is None else out
+
+
 class CompactLeNet5Caffe(nn.Module):
     """LeNet5-Caffe with ``c1``, ``c2`` conv channels, ``f3`` dense3 inputs and ``h4`` hidden units.
 
@@ -187,8 +193,8 @@ class CompactLeNet5Caffe(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # ReLU after the pool: the same values (ReLU is monotone), on a quarter of the elements
-        h = F.relu(_pool(inference_conv2d(self.conv1, x)))
-        h = F.relu(_pool(inference_conv2d(self.conv2, h))).flatten(1)
+        h = F.relu(_conv_pool(self.conv1, x))
+        h = F.relu(_conv_pool(self.conv2, h)).flatten(1)
         if self.dense3_index is not None:
             h = h.index_select(1, self.dense3_index)
         return self.dense4(F.relu(self.dense3(h)))
