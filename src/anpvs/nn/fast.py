@@ -108,8 +108,9 @@ def inference_conv2d(conv: nn.Conv2d, x: Tensor) -> Tensor:
     """``conv(x)`` for inference; a convolution of at most :data:`SMALL_CIN` input channels on a CPU, in
     float32, with no gradient to record, and at most :data:`SMALL_COUT` output channels runs through NNPACK
     (where PyTorch has it) when torch uses one thread: for a 1 -> 4 channel conv at batch 256, 0.6-1.2 ms
-    against oneDNN's 0.9-1.7 ms (the compacted LeNet's conv1 now takes :func:`conv2d_maxpool2x2` instead). Wider ones stay on oneDNN (1 -> 20 channels: 3.0 ms, NNPACK 5.3 ms; 4 -> 23:
-    1.1 ms, NNPACK 1.4 ms). Same values to float rounding."""
+    against oneDNN's 0.9-1.7 ms (the compacted LeNet's conv1 now takes
+    :func:`conv2d_maxpool2x2` instead). Wider ones stay on oneDNN (1 -> 20 channels: 3.0 ms, NNPACK 5.3 ms;
+    4 -> 23: 1.1 ms, NNPACK 1.4 ms). Same values to float rounding."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
     plain = (type(conv) in (nn.Conv2d, FastConv2d) and conv.stride == (1, 1) and conv.dilation == (1, 1)
              and conv.groups == 1 and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
