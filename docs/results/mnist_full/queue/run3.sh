@@ -1,0 +1,32 @@
+#!/bin/bash
+# Full-data MNIST work queue, resumable: rerun this script to continue where it stopped.
+# Stage 1a: the rows the paper's claim is about (AT, ANP-VS, ANP; seed 0, + AutoAttack) first;
+# stage 2: lambda / V-form / training-attack study; stage 1b: every row, seed 0; the recipe details;
+# stage 3: the longer run; stage 4: seed 1; stage 5: the audit. Each stage skips what is finished.
+set -u
+cd /work/run10
+export PYTHONPATH=/work/run10/src
+PY=/work/main/.venv/bin/python
+OUT=/work/full_run/mnist_full
+MN=/work/shared/data/mnist
+R="$PY -m anpvs reproduce --table mnist --scale full --data-dir $MN --out $OUT --device cpu --quiet --no-figures"
+start=$(date +%s)
+stamp() { echo "$(date -u +%H:%M:%S) $* (+$(( $(date +%s) - start )) s)"; }
+$R --seeds 1 --rows standard,bp,at,anp_vs,anp || exit 1
+stamp "stage 1a done"
+/work/full_run/stage2.sh
+/work/full_run/stage2b.sh
+stamp "stage 2 done"
+$R --seeds 1 || exit 1
+stamp "stage 1b done (seed 0)"
+/work/full_run/recipe.sh
+stamp "recipe details done"
+/work/full_run/stage3.sh
+stamp "stage 3 done"
+$PY -m anpvs reproduce --table mnist --scale full --seeds 2 --data-dir $MN --out $OUT --device cpu --quiet || exit 1
+stamp "stage 4 done (seeds 0, 1)"
+$PY -m anpvs audit $OUT --test-limit 1000 --aa-limit 1000 --seeds 0 --device cpu --quiet
+stamp "stage 5 done (audit rc=$?)"
+# the sum-form row's seed 1 and the whole table with the current code (finds the rest done)
+cd /work/main && PYTHONPATH=/work/main/src /work/main/.venv/bin/python -m anpvs reproduce --table mnist --scale full --seeds 2 --data-dir $MN --out $OUT --device cpu --quiet
+stamp "stage 6 done (current code, every row, seeds 0 and 1)"
