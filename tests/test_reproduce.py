@@ -409,7 +409,13 @@ def test_full_mnist_protocol_is_the_papers_data_and_training_attack(tmp_path: Pa
     assert proto["scale"] == "full" and proto["autoattack"] == {"test_limit": 1000, "seeds": [0]}
     assert [k for k in proto["rows"] if proto["rows"][k]["aa_sampled"]] == ["at_bnn"]
     jobs, shown, _ = rp.plan(proto, seeds=[0, 1], out=tmp_path, device="cpu", data_dir="/data/mnist")
-    assert shown == ["standard", "bp", "at", "at_bnn", "pretrained_at", "admm", "trades", "anp_vs", "at_vs", "anp"]
+    assert shown == ["standard", "bp", "at", "at_bnn", "pretrained_at", "admm", "trades", "anp_vs", "at_vs", "anp",
+                     "anp_vs_sum"]
+    by_name = {j.name: j.cfg for j in jobs}
+    # the extra row differs from ANP-VS only in the form of V
+    assert by_name["anp_vs_sum/seed0"].method.name == "anp_vs"
+    assert by_name["anp_vs_sum/seed0"].method.vs_reduction == "sum" and by_name["anp_vs/seed0"].method.vs_reduction == "mean"
+    assert by_name["anp_vs_sum/seed1"].method.vs_weight == by_name["anp_vs/seed1"].method.vs_weight
     for job in jobs:
         c = job.cfg
         assert (c.attack.steps, c.attack.step_size, c.attack.eps) == (20, 0.01, 0.3), job.name

@@ -28,5 +28,5 @@ stamp "stage 4 done (seeds 0, 1)"
 $PY -m anpvs audit $OUT --test-limit 1000 --aa-limit 1000 --seeds 0 --device cpu --quiet
 stamp "stage 5 done (audit rc=$?)"
 # the sum-form row's seed 1 and the whole table with the current code (finds the rest done)
-cd /work/main && PYTHONPATH=/work/main/src /work/main/.venv/bin/python -m anpvs reproduce --table mnist --scale full --seeds 2 --data-dir $MN --out $OUT --device cpu --quiet
+cd /work/run10c && PYTHONPATH=/work/run10c/src /work/main/.venv/bin/python -m anpvs reproduce --table mnist --scale full --seeds 2 --data-dir $MN --out $OUT --device cpu --quiet
 stamp "stage 6 done (current code, every row, seeds 0 and 1)"

@@ -12,7 +12,7 @@ D="--dataset mnist --data-dir /work/shared/data/mnist --quiet --seed 0 --set tra
 mkdir -p $O
 # first, the table's extra row (ANP-VS with the per-layer sum form of V), seed 0 with AutoAttack: the frozen
 # checkout's protocol lacks that row, so this uses the current code (same training results, tested)
-(cd /work/main && PYTHONPATH=/work/main/src /work/main/.venv/bin/python -m anpvs reproduce --table mnist --scale full \
+(cd /work/run10c && PYTHONPATH=/work/run10c/src /work/main/.venv/bin/python -m anpvs reproduce --table mnist --scale full \
   --seeds 1 --rows anp_vs_sum --data-dir /work/shared/data/mnist --out /work/full_run/mnist_full --device cpu --quiet \
   --no-figures) || echo "anp_vs_sum seed 0 failed"
 echo "$(date -u +%H:%M:%S) anp_vs_sum seed 0 done"
