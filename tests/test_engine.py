@@ -324,3 +324,13 @@ def test_conv2d_maxpool2x2_declines_and_follows_weight_changes() -> None:
         after = fast.conv2d_maxpool2x2(conv, x)
         torch.testing.assert_close(after, F.max_pool2d(conv(x), 2), rtol=1e-5, atol=1e-5)
         assert not torch.allclose(before, after)
+
+
+def test_conv2d_maxpool2x2_of_a_model_built_under_inference_mode() -> None:
+    """Inference tensors have no version counter; the phase kernel is then rebuilt, not cached."""
+    from anpvs.nn import fast
+
+    with torch.inference_mode():
+        conv = torch.nn.Conv2d(1, 4, 5)
+        x = torch.rand(2, 1, 28, 28)
+        torch.testing.assert_close(fast.conv2d_maxpool2x2(conv, x), F.max_pool2d(conv(x), 2), rtol=1e-5, atol=1e-5)

@@ -152,8 +152,12 @@ _PHASE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _phase_kernel(conv: nn.Conv2d) -> tuple[Tensor, Tensor | None]:
-    """:func:`phase_weight` of ``conv``, rebuilt only when its parameters changed (in place or replaced)."""
-    key = tuple((p.data_ptr(), p._version) for p in (conv.weight, conv.bias) if p is not None)
+    """:func:`phase_weight` of ``conv``, rebuilt only when its parameters changed (in place or replaced).
+    Parameters created under ``torch.inference_mode`` have no version counter: rebuilt at every call."""
+    params = [p for p in (conv.weight, conv.bias) if p is not None]
+    if any(p.is_inference() for p in params):
+        return phase_weight(conv.weight.detach(), None if conv.bias is None else conv.bias.detach())
+    key = tuple((p.data_ptr(), p._version) for p in params)
     hit = _PHASE_CACHE.get(conv)
     if hit is None or hit[0] != key:
         hit = (key, *phase_weight(conv.weight.detach(), None if conv.bias is None else conv.bias.detach()))
