@@ -399,3 +399,17 @@ def test_each_method_validates_its_own_settings() -> None:
                      ("method.beta", -1.0), ("method.kl_n", -1), ("method.adv_loss", "huber")]:
         with pytest.raises(ConfigError, match=key.removeprefix("method.")):
             build_config({"method.name": "standard", key: bad})
+
+
+@pytest.mark.parametrize("steps, warned", [(20, True), (30, False), (40, False)])
+def test_trades_warns_when_its_attack_cannot_reach_the_ball(caplog, steps: int, warned: bool) -> None:
+    """TRADES' attack starts next to x: 20 steps of 0.01 reach 0.2 of MNIST's eps 0.3 (a one-line warning
+    naming the fix); 30 or more steps reach the edge."""
+    cfg = build_config({"data.name": "mnist_sample", "method.name": "trades", "attack.steps": steps,
+                        "attack.step_size": 0.01, "device": "cpu"})
+    with caplog.at_level("WARNING", logger="anpvs.methods.trades"):
+        build_method(cfg, 100)
+    messages = [r.getMessage() for r in caplog.records if r.name == "anpvs.methods.trades"]
+    assert bool(messages) == warned
+    if warned:
+        assert "reach at most 0.2 of eps 0.3" in messages[0] and "--pgd-steps 30" in messages[0]

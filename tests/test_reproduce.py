@@ -419,7 +419,9 @@ def test_full_mnist_protocol_is_the_papers_data_and_training_attack(tmp_path: Pa
     assert by_name["anp_vs_sum/seed1"].method.vs_weight == by_name["anp_vs/seed1"].method.vs_weight
     for job in jobs:
         c = job.cfg
-        assert (c.attack.steps, c.attack.step_size, c.attack.eps) == (20, 0.01, 0.3), job.name
+        # TRADES starts its attack next to x: 40 steps of 0.01 (its official MNIST recipe) reach eps 0.3
+        steps = 40 if job.name.startswith("trades/") else 20
+        assert (c.attack.steps, c.attack.step_size, c.attack.eps) == (steps, 0.01, 0.3), job.name
         assert (c.eval.steps, c.eval.step_size) == (40, 0.01) and c.train.lr_milestones == []
         if not job.name.startswith("pretrain."):
             assert c.data.name == "mnist" and c.data.dir == "/data/mnist", job.name

@@ -10,12 +10,16 @@ O=/work/full_run/long
 EP=${EPOCHS:-10}
 D="--dataset mnist --data-dir /work/shared/data/mnist --quiet --seed 0 --set train.lr_milestones=[] --val-size 5000 --pgd-steps 20 --step-size 0.01"
 mkdir -p $O
-# first, the table's extra row (ANP-VS with the per-layer sum form of V), seed 0 with AutoAttack: the frozen
+# Fashion-MNIST (for Pretrained AT's pre-training) is the Debian package dataset-fashion-mnist; install it from
+# the apt cache if this machine lost it
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || \
+  dpkg -i /var/cache/apt/archives/dataset-fashion-mnist_*_all.deb > /dev/null || echo "no Fashion-MNIST"
+# first, Pretrained AT (skipped by stage 1b when Fashion-MNIST was missing) and the table's extra row (ANP-VS with the per-layer sum form of V), seed 0 with AutoAttack: the frozen
 # checkout's protocol lacks that row, so this uses the current code (same training results, tested)
 (cd /work/run10c && PYTHONPATH=/work/run10c/src /work/main/.venv/bin/python -m anpvs reproduce --table mnist --scale full \
-  --seeds 1 --rows anp_vs_sum --data-dir /work/shared/data/mnist --out /work/full_run/mnist_full --device cpu --quiet \
-  --no-figures) || echo "anp_vs_sum seed 0 failed"
-echo "$(date -u +%H:%M:%S) anp_vs_sum seed 0 done"
+  --seeds 1 --rows pretrained_at,anp_vs_sum --data-dir /work/shared/data/mnist --out /work/full_run/mnist_full --device cpu --quiet \
+  --no-figures) || echo "pretrained_at, anp_vs_sum seed 0 failed"
+echo "$(date -u +%H:%M:%S) pretrained_at, anp_vs_sum seed 0 done"
 run() {
   local name=$1; shift
   if [ ! -f $O/$name/eval.json ]; then
