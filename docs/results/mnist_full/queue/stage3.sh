@@ -14,10 +14,10 @@ mkdir -p $O
 # the apt cache if this machine lost it
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || \
   dpkg -i /var/cache/apt/archives/dataset-fashion-mnist_*_all.deb > /dev/null || echo "no Fashion-MNIST"
-# first, Pretrained AT (skipped by stage 1b when Fashion-MNIST was missing) and the table's extra row (ANP-VS with the per-layer sum form of V), seed 0 with AutoAttack: the frozen
+# first, Pretrained AT (skipped by stage 1b when Fashion-MNIST was missing), TRADES with 40 attack steps, and the table's extra row (ANP-VS with the per-layer sum form of V), seed 0 with AutoAttack: the frozen
 # checkout's protocol lacks that row, so this uses the current code (same training results, tested)
 (cd /work/run10c && PYTHONPATH=/work/run10c/src /work/main/.venv/bin/python -m anpvs reproduce --table mnist --scale full \
-  --seeds 1 --rows pretrained_at,anp_vs_sum --data-dir /work/shared/data/mnist --out /work/full_run/mnist_full --device cpu --quiet \
+  --seeds 1 --rows pretrained_at,trades,anp_vs_sum --data-dir /work/shared/data/mnist --out /work/full_run/mnist_full --device cpu --quiet \
   --no-figures) || echo "pretrained_at, anp_vs_sum seed 0 failed"
 echo "$(date -u +%H:%M:%S) pretrained_at, anp_vs_sum seed 0 done"
 run() {
