@@ -104,6 +104,12 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, padding: int =
     return F.conv2d(x, weight, bias, padding=padding)
 
 
+def _plain_conv(conv: nn.Conv2d) -> bool:
+    """A ``nn.Conv2d`` / :class:`FastConv2d` of stride 1, no dilation, one group and numeric zero padding."""
+    return (type(conv) in (nn.Conv2d, FastConv2d) and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and conv.groups == 1 and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
+
+
 def inference_conv2d(conv: nn.Conv2d, x: Tensor) -> Tensor:
     """``conv(x)`` for inference; a convolution of at most :data:`SMALL_CIN` input channels on a CPU, in
     float32, with no gradient to record, and at most :data:`SMALL_COUT` output channels runs through NNPACK
@@ -112,8 +118,7 @@ def inference_conv2d(conv: nn.Conv2d, x: Tensor) -> Tensor:
     :func:`conv2d_maxpool2x2` instead). Wider ones stay on oneDNN (1 -> 20 channels: 3.0 ms, NNPACK 5.3 ms;
     4 -> 23: 1.1 ms, NNPACK 1.4 ms). Same values to float rounding."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
-    plain = (type(conv) in (nn.Conv2d, FastConv2d) and conv.stride == (1, 1) and conv.dilation == (1, 1)
-             and conv.groups == 1 and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
+    plain = _plain_conv(conv)
     # under a dispatch mode (FlopCounterMode counting FLOPs) the plain call keeps the standard aten::convolution
     counting = _get_current_dispatch_mode() is not None
     if (plain and not needs_grad and not counting and _fast_path(x) and conv.weight.dtype == torch.float32
@@ -155,13 +160,13 @@ def _phase_kernel(conv: nn.Conv2d) -> tuple[Tensor, Tensor | None]:
     """:func:`phase_weight` of ``conv``, rebuilt only when its parameters changed (in place or replaced).
     Parameters created under ``torch.inference_mode`` have no version counter: rebuilt at every call."""
     params = [p for p in (conv.weight, conv.bias) if p is not None]
+    build = lambda: phase_weight(conv.weight.detach(), None if conv.bias is None else conv.bias.detach())  # noqa: E731
     if any(p.is_inference() for p in params):
-        return phase_weight(conv.weight.detach(), None if conv.bias is None else conv.bias.detach())
+        return build()
     key = tuple((p.data_ptr(), p._version) for p in params)
     hit = _PHASE_CACHE.get(conv)
     if hit is None or hit[0] != key:
-        hit = (key, *phase_weight(conv.weight.detach(), None if conv.bias is None else conv.bias.detach()))
-        _PHASE_CACHE[conv] = hit
+        hit = _PHASE_CACHE[conv] = (key, *build())
     return hit[1], hit[2]
 
 
@@ -181,10 +186,8 @@ def conv2d_maxpool2x2(conv: nn.Conv2d, x: Tensor) -> Tensor | None:
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
     cpu = _enabled and not _exporting() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
     if (needs_grad or not cpu or _get_current_dispatch_mode() is not None or x.dim() != 4
-            or type(conv) not in (nn.Conv2d, FastConv2d) or conv.in_channels > SMALL_CIN
-            or conv.weight.dtype != torch.float32 or conv.stride != (1, 1) or conv.dilation != (1, 1)
-            or conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str)
-            or any(conv.padding) or conv.kernel_size[0] != conv.kernel_size[1]
+            or not _plain_conv(conv) or any(conv.padding) or conv.in_channels > SMALL_CIN
+            or conv.weight.dtype != torch.float32 or conv.kernel_size[0] != conv.kernel_size[1]
             or x.shape[-2] % 2 or x.shape[-1] % 2 or min(x.shape[-2:]) < conv.kernel_size[0] + 1):
         return None
     weight, bias = _phase_kernel(conv)
