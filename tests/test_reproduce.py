@@ -364,6 +364,16 @@ def test_training_panels_keep_trades_kl_out_of_the_mask_kl_panel() -> None:
     assert "KL (masks)" not in {t for t, _, _ in training_panels({"TRADES": logs["TRADES"]})}
 
 
+def test_training_panels_keep_the_validation_vulnerability_out_of_the_accuracy_panel() -> None:
+    from anpvs.figures import training_panels
+
+    logs = {"AT": [{"epoch": 1, "loss": 1.0, "val_clean_acc": 98.0, "val_pgd20_acc": 80.0,
+                    "val_vulnerability": 0.05}]}
+    panels = {title: keys for title, keys, _ in training_panels(logs)}
+    assert panels["validation accuracy (%)"] == ["val_clean_acc", "val_pgd20_acc"]
+    assert panels["validation vulnerability"] == ["val_vulnerability"]
+
+
 def test_autoattack_column_beside_pgd_on_one_subset_and_reused_by_the_audit(tmp_path: Path) -> None:
     pytest.importorskip("pyautoattack")
     from anpvs.audit import audit

@@ -143,15 +143,17 @@ def _scalar(v: Any) -> float | None:
 
 def training_panels(logs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[str], list[str]]]:
     """The panels of :func:`plot_training_curves`: ``(title, log keys, run labels)`` for each metric that at
-    least one log has. The masks' KL panel holds the runs with masks only (TRADES logs its own KL term
-    under the same key)."""
+    least one log has. Validation accuracies (clean, PGD) share a panel; the validation vulnerability, on
+    another scale, has its own. The masks' KL panel holds the runs with masks only (TRADES logs its own KL
+    term under the same key)."""
     labels = [lab for lab, rows in logs.items() if rows]
     keys = {k for lab in labels for r in logs[lab] for k in r}
     masked = [lab for lab in labels if any(isinstance(r.get("active_units"), dict) for r in logs[lab])]
-    val_keys = sorted(k for k in keys if k.startswith("val_"))
+    val_acc = sorted(k for k in keys if k.startswith("val_") and k.endswith("_acc"))
     panels = [("training loss", ["loss"], labels), ("training accuracy (%)", ["acc"], labels),
               ("training adversarial accuracy (%)", ["adv_acc"], labels),
-              ("validation accuracy (%)", val_keys, labels), ("KL (masks)", ["kl"], masked)]
+              ("validation accuracy (%)", val_acc, labels),
+              ("validation vulnerability", ["val_vulnerability"], labels), ("KL (masks)", ["kl"], masked)]
     return [(t, ks, labs) for t, ks, labs in panels if labs and any(k in keys for k in ks)]
 
 
