@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -437,6 +438,23 @@ def test_full_mnist_protocol_is_the_papers_data_and_training_attack(tmp_path: Pa
             assert c.data.name == "mnist" and c.data.dir == "/data/mnist", job.name
             assert c.data.train_limit is None and c.data.test_limit is None and c.data.val_size == 0, job.name
     assert {j.name: j.cfg.data.name for j in jobs}["pretrain.fashion_at"] == "fashion_mnist"
+
+
+def test_the_manifest_keeps_the_runs_of_earlier_calls_so_the_audit_sees_every_model(tmp_path: Path) -> None:
+    from anpvs.jobs.audit import _models
+
+    protocol = tmp_path / "tiny.yaml"
+    protocol.write_text(TINY)
+    out = tmp_path / "out"
+    kw = {"protocol": protocol, "seeds": 1, "out": out, "device": "cpu", "figures": False, "progress": False}
+    rp.reproduce(rows=["standard"], **kw)
+    rp.reproduce(rows=["at"], **kw)  # a second call with other rows adds to the folder
+    runs = json.loads((out / "reproduce.json").read_text())["runs"]
+    assert runs == {"source": "runs/source", "standard/seed0": "runs/standard/seed0", "at/seed0": "runs/at/seed0"}
+    assert [name for name, _ in _models(out, seeds=[0])] == ["source", "standard/seed0", "at/seed0"]
+    shutil.rmtree(out / "runs/standard/seed0")  # a run deleted by hand leaves the manifest with the next call
+    rp.reproduce(rows=["at"], **kw)
+    assert set(json.loads((out / "reproduce.json").read_text())["runs"]) == {"source", "at/seed0"}
 
 
 def test_tables_only_writes_the_finished_rows_and_trains_nothing(tmp_path: Path, monkeypatch) -> None:

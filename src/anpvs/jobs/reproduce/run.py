@@ -279,6 +279,23 @@ def _log_record(prefix: str, rec: dict[str, Any], reused: bool, seconds: float) 
              m["clean_acc"], m["pgd_acc"], f", black-box {m['bb_pgd_acc']:.2f}" if "bb_pgd_acc" in m else "", seconds)
 
 
+def _earlier_runs(out: Path, protocol: str) -> dict[str, str]:
+    """The runs named by the folder's earlier manifest (same protocol) whose folders are still there.
+
+    A call with ``--rows`` or fewer ``--seeds`` adds runs to a folder that may hold others, so the manifest
+    keeps them all: ``anpvs audit`` reads its ``runs`` and must see every model of the folder."""
+    repro = ReproDir(out)
+    if not repro.manifest.is_file():
+        return {}
+    try:
+        earlier = repro.read_manifest(ProtocolError)
+    except ProtocolError:
+        return {}  # unreadable: rewritten from this call alone
+    if earlier.get("protocol") != protocol:
+        return {}
+    return {name: rel for name, rel in earlier["runs"].items() if repro.run(rel).checkpoint.is_file()}
+
+
 def _write_manifest(out: Path, proto: dict[str, Any], seeds: list[int], shown: list[str], skipped: dict[str, str],
                     jobs: list[Job], device: str, *, failed: dict[str, str] | None = None,
                     elapsed: float | None = None) -> None:
@@ -288,7 +305,7 @@ def _write_manifest(out: Path, proto: dict[str, Any], seeds: list[int], shown: l
         "rows": [{"key": k, "label": proto["rows"][k]["label"], "method": proto["rows"][k]["method"],
                   "ablation": proto["rows"][k]["ablation"]} for k in shown],
         "skipped": skipped, "failed": failed or {},
-        "runs": {j.name: str(j.run_dir.relative_to(out)) for j in jobs},
+        "runs": {**_earlier_runs(out, proto["name"]), **{j.name: str(j.run_dir.relative_to(out)) for j in jobs}},
         "figures": proto["figures"], "elapsed_s": elapsed,
     }
     write_json(ReproDir(out).manifest, manifest)
