@@ -56,6 +56,19 @@ def test_black_box_source_runs_in_eval_mode():
     assert source.training and target.training  # the caller's modes are restored
 
 
+def test_white_box_results_do_not_depend_on_a_black_box_source_beside_them():
+    # every attack call draws its random starts from its own seed, so the table's white-box PGD (evaluated
+    # with a source) equals anpvs eval's (without one); the vulnerability, a continuous function of the
+    # starts, would differ from the second batch on if the black-box attack consumed the same random stream
+    x, y = toy_data(40)
+    pgd = {"pgd": PGD(eps=0.3, step_size=0.05, steps=3)}
+    alone = evaluate(TemplateLinear(), x, y, pgd, batch_size=8, seed=3)
+    beside = evaluate(TemplateLinear(), x, y, pgd, source=TemplateLinear(), batch_size=8, seed=3)
+    assert {k: beside[k] for k in alone} == alone
+    other_seed = evaluate(TemplateLinear(), x, y, pgd, batch_size=8, seed=4)
+    assert other_seed["pgd_vulnerability"] != alone["pgd_vulnerability"]  # the starts do matter
+
+
 # --- AutoAttack -------------------------------------------------------------------------------------------------
 
 def test_autoattack_wrapper_on_a_tiny_model():
