@@ -245,10 +245,12 @@ def _manifest(text: str):
     return make
 
 
-def _audit_manifest(t: Path, k: Path) -> list[str]:
-    (t / "repro").mkdir()
-    (t / "repro" / "reproduce.json").write_text('{"seeds": [0]}')
-    return ["audit", str(t / "repro"), "--no-autoattack"]
+def _audit_manifest(text: str):
+    def make(t: Path, k: Path) -> list[str]:
+        (t / "repro").mkdir()
+        (t / "repro" / "reproduce.json").write_text(text)
+        return ["audit", str(t / "repro"), "--no-autoattack"]
+    return make
 
 
 def _eval(*extra: str):
@@ -389,7 +391,9 @@ CASES: list[Case] = [
     # reproduction folders
     Case("figures-malformed-manifest", _manifest("{not json"), 1, "not valid JSON"),
     Case("figures-manifest-without-runs", _manifest('{"seeds": [0]}'), 1, "lacks the runs"),
-    Case("audit-manifest-without-runs", _audit_manifest, 1, "lacks the runs"),
+    Case("audit-manifest-without-runs", _audit_manifest('{"seeds": [0]}'), 1, "lacks the runs"),
+    Case("audit-manifest-run-outside-its-folder", _audit_manifest(
+        '{"seeds": [0], "rows": [], "runs": {"at/seed0": "../../elsewhere/at"}}'), 1, "outside its folder"),
     # divergence
     Case("lr-1e6-diverges", _train("--lr", "1e6"), 1, "no checkpoint was written"),
 ]

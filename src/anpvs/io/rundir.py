@@ -166,6 +166,9 @@ def read_manifest(path: Path, error: type[Exception]) -> dict[str, Any]:
           and isinstance(manifest.get("figures") or {}, dict))
     if not ok:
         raise error(f"{str(path)!r} lacks the runs, seeds or rows of a reproduction manifest; {fix}")
+    outside = [v for v in manifest["runs"].values() if Path(v).is_absolute() or ".." in Path(v).parts]
+    if outside:  # a manifest from elsewhere must not send the audit to checkpoints outside its folder
+        raise error(f"{str(path)!r} names a run outside its folder ({outside[0]!r}); {fix}")
     return manifest
 
 
