@@ -164,6 +164,29 @@ def test_resume_of_a_finished_run_changes_nothing(tiny_config) -> None:
     assert path.read_bytes() == before
 
 
+def test_resume_with_more_epochs_extends_a_finished_run_exactly(tiny_config, tmp_path: Path) -> None:
+    # constant learning rate: nothing depends on the total, so 1 epoch extended to 2 equals 2 from the start
+    small = {"method__name": "anp_vs", "data__train_limit": 16, "train__batch_size": 8, "attack__steps": 1,
+             "train__lr_milestones": []}
+    straight = tiny_config(**small, train__epochs=2, out=str(tmp_path / "straight"))
+    fit(straight, progress=False)
+    fit(tiny_config(**small, train__epochs=1, out=str(tmp_path / "ext")), progress=False)
+    summary = fit(tiny_config(**small, train__epochs=2, out=str(tmp_path / "ext")), resume=True, progress=False)
+    assert summary["epoch"] == 2
+    a, b = (read_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("straight", "ext"))
+    assert b["config"]["train"]["epochs"] == 2
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), f"{k} differs after the extension"
+    assert [r["loss"] for r in _log(tmp_path / "ext")] == [r["loss"] for r in _log(tmp_path / "straight")]
+    # a schedule that depends on the total cannot be extended: one line, the run left as it was
+    staircase = tiny_config(train__epochs=1, out=str(tmp_path / "stair"))
+    fit(staircase, progress=False)
+    before = (tmp_path / "stair" / "checkpoint.pt").read_bytes()
+    with pytest.raises(TrainingError, match="cannot be extended to 1 -> 3 epochs: its learning-rate schedule"):
+        fit(tiny_config(train__epochs=3, out=str(tmp_path / "stair")), resume=True, progress=False)
+    assert (tmp_path / "stair" / "checkpoint.pt").read_bytes() == before
+
+
 # --------------------------------------------------------------------------------------------------
 # ANP-VS: two optimizers, two losses (docs/decisions.md item 7; docs/reference.md §4)
 # --------------------------------------------------------------------------------------------------

@@ -168,6 +168,24 @@ def _fit_marked(cfg: Config, run_dir: Path, *, resume: bool, progress: bool) -> 
             marker.unlink(missing_ok=True)
 
 
+def _extended(saved: Config, asked: Config, run_dir: Path) -> Config | None:
+    """``saved`` with ``asked``'s larger ``train.epochs`` when that is the only difference (``--resume --epochs
+    N`` on a finished run), else None. Only where nothing depends on the total: a constant learning rate and no
+    ADMM phases, so the longer run trains exactly what a run of N epochs from the start would have."""
+    s, a = saved.to_dict(), asked.to_dict()
+    if a["train"]["epochs"] <= s["train"]["epochs"]:
+        return None
+    if {**s, "train": {**s["train"], "epochs": a["train"]["epochs"]}} != a:
+        return None  # other settings differ too: the saved configuration wins (warned by the caller)
+    t = saved.train
+    if t.schedule == "cosine" or (t.schedule == "staircase" and t.lr_milestones) or saved.method.name == "admm":
+        what = "ADMM phases" if saved.method.name == "admm" else f"learning-rate schedule ({t.schedule})"
+        raise TrainingError(f"{str(run_dir)!r} cannot be extended to {t.epochs} -> {asked.train.epochs} epochs: its "
+                            f"{what} depends on the number of epochs; train a new run with --epochs "
+                            f"{asked.train.epochs} (--out elsewhere)")
+    return config_from_dict(a)
+
+
 def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     run_dir = Path(cfg.out)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -178,7 +196,11 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
                                 f"or choose another --out")
         state = read_checkpoint(ckpt_path)
         saved = config_from_dict(state["config"])
-        if saved.to_dict() != cfg.to_dict():
+        longer = _extended(saved, cfg, run_dir)
+        if longer is not None:
+            log.info("extending %s from %d to %d epochs", run_dir, saved.train.epochs, longer.train.epochs)
+            saved = longer
+        elif saved.to_dict() != cfg.to_dict():
             log.warning("resuming %s with the configuration saved in its checkpoint", run_dir)
         cfg = saved
         if state["epoch"] >= cfg.train.epochs:
