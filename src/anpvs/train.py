@@ -169,7 +169,7 @@ def _fit_marked(cfg: Config, run_dir: Path, *, resume: bool, progress: bool) -> 
 
 
 def _extended(saved: Config, asked: Config, run_dir: Path) -> Config | None:
-    """``saved`` with ``asked``'s larger ``train.epochs`` when that is the only difference (``--resume --epochs
+    """``asked`` when it is ``saved`` with a larger ``train.epochs`` and nothing else (``--resume --epochs
     N`` on a finished run), else None. Only where nothing depends on the total: a constant learning rate and no
     ADMM phases, so the longer run trains exactly what a run of N epochs from the start would have."""
     s, a = saved.to_dict(), asked.to_dict()
@@ -183,7 +183,7 @@ def _extended(saved: Config, asked: Config, run_dir: Path) -> Config | None:
         raise TrainingError(f"{str(run_dir)!r} cannot be extended to {t.epochs} -> {asked.train.epochs} epochs: its "
                             f"{what} depends on the number of epochs; train a new run with --epochs "
                             f"{asked.train.epochs} (--out elsewhere)")
-    return config_from_dict(a)
+    return asked
 
 
 def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
