@@ -187,6 +187,18 @@ def test_resume_with_more_epochs_extends_a_finished_run_exactly(tiny_config, tmp
     assert (tmp_path / "stair" / "checkpoint.pt").read_bytes() == before
 
 
+def test_a_method_that_depends_on_the_epochs_cannot_be_extended(tiny_config, tmp_path: Path) -> None:
+    # ADMM's phase is a fraction of train.epochs: extending its run would not equal a longer run from the start
+    from anpvs.train import _extended
+
+    kw = {"method__name": "admm", "train__lr_milestones": [], "init": str(tmp_path / "at.pt")}
+    saved, asked = tiny_config(**kw, train__epochs=2), tiny_config(**kw, train__epochs=4)
+    with pytest.raises(TrainingError, match=r"cannot be extended to 2 -> 4 epochs: its method \(admm\) depends"):
+        _extended(saved, asked, tmp_path)
+    plain = {**kw, "method__name": "at", "init": None}
+    assert _extended(tiny_config(**plain, train__epochs=2), tiny_config(**plain, train__epochs=4), tmp_path) is not None
+
+
 # --------------------------------------------------------------------------------------------------
 # ANP-VS: two optimizers, two losses (docs/decisions.md item 7; docs/reference.md §4)
 # --------------------------------------------------------------------------------------------------

@@ -41,6 +41,12 @@ def lr_factor(cfg: Config, total_steps: int):
     return lambda step: t.lr_gamma ** sum(step >= b for b in bounds)
 
 
+def lr_depends_on_total(cfg: Config) -> bool:
+    """Whether :func:`lr_factor` changes with the number of steps (cosine, staircase with milestones)."""
+    t = cfg.train
+    return t.schedule == "cosine" or (t.schedule == "staircase" and bool(t.lr_milestones))
+
+
 def make_optimizer(cfg: Config, groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
     if cfg.train.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.train.momentum, nesterov=cfg.train.momentum > 0)

@@ -39,12 +39,12 @@ from .evaluate import evaluate
 from .guards import DivergenceGuard, checkpoint_note
 from .io.atomic import write_text
 from .io.rundir import RunDir
-from .methods import Method, build_method
+from .methods import METHODS, Method, build_method
 from .models import MODELS, create_model
 from .runlock import MARKER_NAME, RunLock, clean_partial_writes, foreign_entries
 from .runtime import resolve_device, seed_everything
 from .sparsifiers import sparsifiers_of
-from .step import TrainStep, build_optimizers, lr_factor, make_optimizer, split_parameters
+from .step import TrainStep, build_optimizers, lr_depends_on_total, lr_factor, make_optimizer, split_parameters
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,9 @@ def _extended(saved: Config, asked: Config, run_dir: Path) -> Config | None:
     if {**s, "train": {**s["train"], "epochs": a["train"]["epochs"]}} != a:
         return None  # other settings differ too: the saved configuration wins (warned by the caller)
     t = saved.train
-    if t.schedule == "cosine" or (t.schedule == "staircase" and t.lr_milestones) or saved.method.name == "admm":
-        what = "ADMM phases" if saved.method.name == "admm" else f"learning-rate schedule ({t.schedule})"
+    by_method = METHODS.get(saved.method.name).depends_on_epochs
+    if by_method or lr_depends_on_total(saved):
+        what = f"method ({saved.method.name})" if by_method else f"learning-rate schedule ({t.schedule})"
         raise TrainingError(f"{str(run_dir)!r} cannot be extended to {t.epochs} -> {asked.train.epochs} epochs: its "
                             f"{what} depends on the number of epochs; train a new run with --epochs "
                             f"{asked.train.epochs} (--out elsewhere)")

@@ -84,6 +84,7 @@ class ADMM(Adversarial):
 
     wants_init = True
     settings = ADMMSettings
+    depends_on_epochs = True  # the ADMM phase is a fraction of train.epochs
 
     def __init__(self, cfg, n_train):
         super().__init__(cfg, n_train)

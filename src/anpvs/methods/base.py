@@ -59,6 +59,9 @@ class Method:
     settings: ClassVar[type[Settings]] = Settings
     #: config values the method sets after the dataset preset (below the user's YAML and flags)
     preset: ClassVar[dict[str, Any]] = {}
+    #: whether what it trains depends on ``train.epochs`` (e.g. ADMM's phases), so a finished run of it
+    #: cannot be extended with ``--resume --epochs N``
+    depends_on_epochs: ClassVar[bool] = False
 
     def __init__(self, cfg: Config, n_train: int) -> None:
         self.cfg = cfg
