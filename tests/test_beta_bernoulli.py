@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from anpvs.nn import BetaBernoulliDropout, bbd_layers, kumaraswamy_mean, mask_parameters, total_kl
+from anpvs.nn import BetaBernoulliDropout, bbd_layers, kumaraswamy_icdf, kumaraswamy_mean, mask_parameters, total_kl
 
 
 @pytest.fixture(autouse=True)
@@ -112,6 +112,32 @@ def test_sample_pi_is_kumaraswamy() -> None:
     for x in (0.01, 0.1, 0.3, 0.7):
         cdf = 1.0 - (1.0 - x**a) ** b
         assert abs((pi <= x).double().mean().item() - cdf) < 5 * math.sqrt(cdf * (1 - cdf) / n)
+
+
+def test_pi_and_its_gradient_stay_finite_for_a_draw_next_to_one() -> None:
+    # float32 u = 1 - 2^-24 (the largest torch.rand draws): 1 - u^(1/b) is exactly 0 in the direct form, and with
+    # a > 1 the gradient in b was NaN (it killed a 20-epoch ANP-VS run; unit a = 13.8, b = 2.29)
+    a_uc = torch.tensor([13.81, 5.0, -3.0], requires_grad=True)
+    b_uc = torch.tensor([2.183, 5.0, 3.0], requires_grad=True)
+    a, b = nn.functional.softplus(a_uc), nn.functional.softplus(b_uc)
+    u = torch.full((3,), 1.0 - 2.0**-24)
+    direct = torch.pow(1.0 - torch.pow(u, 1.0 / b), 1.0 / a)
+    assert direct[1] == 0  # the failure the stable form avoids
+    pi = kumaraswamy_icdf(u, a, b)
+    assert pi[0] > 0 and pi[1] > 0 and torch.all((pi >= 0) & (pi < 1))  # a < 1 may underflow to 0, as exact
+    # the value in float64 from the direct formula (exact enough there)
+    exact = torch.pow(1.0 - torch.pow(u.double(), 1.0 / b.double()), 1.0 / a.double())
+    torch.testing.assert_close(pi.double(), exact, rtol=1e-4, atol=1e-30)
+    torch.sigmoid(torch.log(pi + 1e-20) / 0.1).sum().backward()  # the mask's logit, as in sample_mask
+    assert torch.isfinite(a_uc.grad).all() and torch.isfinite(b_uc.grad).all()
+
+
+def test_stable_inverse_cdf_equals_the_direct_one_away_from_the_edge() -> None:
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(10_000, generator=g) * 0.999 + 1e-4
+    a, b = torch.rand(10_000, generator=g) * 5 + 0.05, torch.rand(10_000, generator=g) * 20 + 0.05
+    torch.testing.assert_close(kumaraswamy_icdf(u, a, b), torch.pow(1.0 - torch.pow(u, 1.0 / b), 1.0 / a),
+                               rtol=1e-4, atol=1e-6)
 
 
 def test_pathwise_gradient_of_pi_is_unbiased() -> None:

@@ -3,6 +3,7 @@
 from anpvs.nn.beta_bernoulli import (
     BetaBernoulliDropout,
     bbd_layers,
+    kumaraswamy_icdf,
     kumaraswamy_mean,
     mask_parameters,
     total_kl,
@@ -11,6 +12,7 @@ from anpvs.nn.beta_bernoulli import (
 __all__ = [
     "BetaBernoulliDropout",
     "bbd_layers",
+    "kumaraswamy_icdf",
     "kumaraswamy_mean",
     "mask_parameters",
     "total_kl",

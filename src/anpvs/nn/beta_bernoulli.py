@@ -19,6 +19,7 @@ from torch import Tensor, nn
 __all__ = [
     "BetaBernoulliDropout",
     "bbd_layers",
+    "kumaraswamy_icdf",
     "kumaraswamy_mean",
     "mask_parameters",
     "total_kl",
@@ -38,6 +39,17 @@ def kumaraswamy_mean(a: Tensor, b: Tensor) -> Tensor:
     """
     inv_a = 1.0 / a
     return b * torch.exp(torch.lgamma(1.0 + inv_a) + torch.lgamma(b) - torch.lgamma(1.0 + inv_a + b))
+
+
+def kumaraswamy_icdf(u: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """Inverse CDF of Kumaraswamy(a, b) at ``u`` in (0, 1): ``(1 - u^(1/b))^(1/a)``.
+
+    ``1 - u^(1/b)`` is computed as ``-expm1(log(u) / b)``, which stays positive for every ``u < 1``. The direct
+    form rounds to exactly 0 in float32 when ``u`` is within ``~b * 3e-8`` of 1 (``torch.rand`` draws up to
+    ``1 - 2^-24``), and where ``a > 1`` the gradient of ``0^(1/a)`` is then ``inf * 0`` = NaN in ``b``: a long
+    ANP-VS run on full MNIST died of it at epoch 15 (docs/decisions.md). Same values elsewhere, to rounding.
+    """
+    return torch.pow(-torch.expm1(torch.log(u) / b), 1.0 / a)
 
 
 def _logit(x: Tensor) -> Tensor:
@@ -167,7 +179,7 @@ class BetaBernoulliDropout(nn.Module):
         device = a.device if device is None else device
         u = torch.rand(self.num_units, device=device, dtype=a.dtype)
         u = torch.clamp(u * (1.0 - 2.0 * _U_EPS) + _U_EPS, _U_EPS, 1.0 - _U_EPS)
-        return torch.pow(1.0 - torch.pow(u, 1.0 / b), 1.0 / a)
+        return kumaraswamy_icdf(u, a, b)
 
     def sample_mask(self, batch_size: int, *, device: torch.device | None = None,
                     dtype: torch.dtype | None = None) -> Tensor:
