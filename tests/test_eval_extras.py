@@ -86,6 +86,28 @@ def test_autoattack_wrapper_on_a_tiny_model():
     assert attack.describe()["version"] == "standard"
 
 
+def test_autoattacks_own_reliability_warnings_reach_the_record():
+    # pyautoattack only logs its checks (logger "auto-attack"); evaluate keeps them per attack and batch, and
+    # check_metrics turns them into the record's warnings, which `anpvs eval`, the tables and the audit show
+    import logging
+
+    from anpvs.attacks.autoattack import AA_LOGGER
+    from anpvs.checks import check_metrics
+
+    msg = "Square Attack has decreased the robust accuracy of 2.20%."
+
+    def flagged(model, x, y):  # an attack whose AutoAttack run logs the Square flag, as pyautoattack does
+        logging.getLogger(AA_LOGGER).warning(msg)
+        return x
+
+    x, y = toy_data(8)
+    m = evaluate(TemplateLinear(), x, y, {"autoattack": flagged, "pgd": lambda model, x, y: x}, batch_size=4)
+    assert m["autoattack_flags"] == [f"batch 0: {msg}", f"batch 1: {msg}"] and "pgd_flags" not in m
+    assert check_metrics(m) == [f"autoattack: AutoAttack's check: batch 0: {msg}",
+                                f"autoattack: AutoAttack's check: batch 1: {msg}"]
+    assert not any(type(h).__name__ == "_Collect" for h in logging.getLogger(AA_LOGGER).handlers)  # no trace
+
+
 def test_autoattack_without_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyautoattack", None)  # makes `import pyautoattack` fail
     with pytest.raises(OptionalDependencyError, match=r"pip install 'anpvs\[eval\]'"):

@@ -479,3 +479,13 @@ def test_tables_only_writes_the_finished_rows_and_trains_nothing(tmp_path: Path,
     assert table["AT"]["clean_acc"]["n"] == 0
     assert "AT: seed(s) 0 missing (not trained yet)." in summary["markdown"]
     assert (out / "reproduce.json").read_bytes() == manifest  # the reproduction's manifest is left alone
+
+
+def test_the_table_record_carries_the_autoattack_records_warnings() -> None:
+    # AutoAttack's own checks live in the AutoAttack record; the table's footnotes read the merged record
+    rec = {"metrics": {"n": 10, "clean_acc": 90.0, "pgd_acc": 50.0}, "warnings": ["pgd: a check"]}
+    aa = {"metrics": {"n": 4, "pgd_acc": 50.0, "autoattack_acc": 25.0},
+          "warnings": ["pgd: a check", "autoattack: AutoAttack's check: batch 0: Square Attack has decreased ..."]}
+    merged = rp_run._with_autoattack(rec, aa)
+    assert merged["warnings"] == aa["warnings"] and merged["metrics"]["autoattack_acc"] == 25.0
+    assert rec["warnings"] == ["pgd: a check"]  # the table's own record is left as it was

@@ -132,13 +132,15 @@ def check_black_box_below_white_box(white: Mapping[str, float], black: Mapping[s
 
 def check_metrics(metrics: Mapping[str, Any], *, tol: float = 0.0) -> list[str]:
     """Checks (d) and (e) on the metrics of :func:`anpvs.evaluate.evaluate` (``clean_acc``, ``<name>_acc``,
-    ``bb_<name>_acc``)."""
+    ``bb_<name>_acc``), then the warnings AutoAttack's own checks gave (``<name>_flags``)."""
     accs = {k[:-4]: v for k, v in metrics.items() if k.endswith("_acc") and k != "clean_acc"}
     white = {k: v for k, v in accs.items() if not k.startswith("bb_")}
     black = {k.removeprefix("bb_"): v for k, v in accs.items() if k.startswith("bb_")}
     out = check_robust_above_clean(metrics["clean_acc"], white, tol=tol)
     out += check_robust_above_clean(metrics["clean_acc"], {f"black-box {k}": v for k, v in black.items()}, tol=tol)
-    return out + check_black_box_below_white_box(white, black, tol=tol)
+    out += check_black_box_below_white_box(white, black, tol=tol)
+    # AutoAttack's own reliability checks (e.g. Square finding points the gradient attacks missed)
+    return out + [f"{k[:-6]}: AutoAttack's check: {m}" for k, v in metrics.items() if k.endswith("_flags") for m in v]
 
 
 def check_eps_sweep(eps: Sequence[float], acc: Sequence[float], *, max_final_acc: float = 5.0,

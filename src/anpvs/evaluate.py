@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from ._version import __version__
-from .attacks import eval_mode
+from .attacks import autoattack_flags, eval_mode
 from .checkpoint import git_commit
 from .compact import attack_network, compact_stats
 from .io.atomic import write_json
@@ -59,7 +59,9 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
     the surviving units; accuracy and latents are read from ``model`` itself.
 
     Returns ``{"n": N, "clean_acc": ..., "<name>_acc": ..., "<name>_vulnerability": ...,
-    "<name>_vulnerability_per_layer": [...], "bb_<name>_acc": ..., ...}``.
+    "<name>_vulnerability_per_layer": [...], "bb_<name>_acc": ..., ...}``, and ``"<name>_flags"``: the
+    warnings AutoAttack's own reliability checks gave during that attack (``"batch 0: Square Attack has
+    decreased ..."``), where there were any (under ``torchrun``: those of rank 0's share).
     """
     attacks = dict(attacks or {})
     if ensemble < 1:
@@ -73,6 +75,7 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
     torch.manual_seed(seed)  # sampled forwards are reproducible; every attack call is seeded on its own below
     correct: dict[str, int] = {"clean": 0}
     vsum: dict[str, Tensor] = {}
+    flags: dict[str, list[str]] = {}  # AutoAttack's own reliability warnings, per attack
     n = 0
     kinds = [(name, atk, False) for name, atk in attacks.items()]
     if source is not None:
@@ -94,8 +97,9 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
             correct["clean"] += (logits.argmax(1) == y).sum().item()
             for key, atk, transfer in kinds:
                 torch.manual_seed(_attack_seed(seed, key, b))
-                with autocast(precision, x.device):
+                with autocast(precision, x.device), autoattack_flags() as found:
                     x_adv = atk(source_net if transfer else target_net, x, y)
+                flags.setdefault(key, []).extend(f"batch {b}: {m}" for m in found)
                 with torch.no_grad():
                     logits_adv, latents_adv = _forward(model, x_adv, ensemble)
                     _, per_layer = vulnerability(latents, latents_adv, reduction=vulnerability_reduction)
@@ -119,6 +123,8 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
         out[f"{key}_acc"] = round(100.0 * correct[key] / n, 2)
         out[f"{key}_vulnerability"] = round(sum(per_layer) / len(per_layer), 5)
         out[f"{key}_vulnerability_per_layer"] = [round(v, 5) for v in per_layer]
+        if flags.get(key):
+            out[f"{key}_flags"] = flags[key]
     return out
 
 

@@ -7,6 +7,9 @@ like any other attack, which also gives AutoAttack's adversarial examples a vuln
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -18,6 +21,8 @@ from .base import NORMS, ThreatSpec, eval_mode
 INSTALL_HINT = "autoattack needs the optional extra: pip install 'anpvs[eval]'"
 _AA_NORMS = {"linf": "Linf", "l2": "L2"}
 VERSIONS = ("standard", "plus", "rand")
+#: the logger through which pyautoattack reports its own reliability checks
+AA_LOGGER = "auto-attack"
 
 
 class OptionalDependencyError(AnpvsError, ImportError):
@@ -39,6 +44,27 @@ def _import_autoattack():
     except ImportError:
         raise OptionalDependencyError(INSTALL_HINT) from None
     return _AutoAttack
+
+
+@contextlib.contextmanager
+def autoattack_flags() -> Iterator[list[str]]:
+    """Collects, as strings, the warnings AutoAttack's own reliability checks log while the block runs, e.g.
+    "Square Attack has decreased the robust accuracy of 2.20%": the black-box Square found points that the
+    gradient attacks before it missed, a sign of masked gradients (Croce and Hein's ``flags_doc.md``).
+    pyautoattack only logs them; :func:`anpvs.evaluate.evaluate` puts them into the record."""
+    found: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append(record.getMessage())
+
+    handler = _Collect(level=logging.WARNING)
+    logger = logging.getLogger(AA_LOGGER)
+    logger.addHandler(handler)
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
 
 
 class _LogitsOnly(nn.Module):
@@ -108,7 +134,7 @@ class AutoAttack:
                 "seed": self.seed}
 
 
-__all__ = ["INSTALL_HINT", "AutoAttack", "OptionalDependencyError"]
+__all__ = ["INSTALL_HINT", "AutoAttack", "OptionalDependencyError", "autoattack_flags"]
 
 
 @ATTACKS.register("autoattack")

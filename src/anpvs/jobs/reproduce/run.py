@@ -127,8 +127,10 @@ def _finished(job: Job, source: Job | None, epochs: dict[str, int],
 
 
 def _with_autoattack(rec: dict[str, Any], aa_rec: dict[str, Any]) -> dict[str, Any]:
-    """``rec`` with the AutoAttack accuracy and the PGD accuracy on the same subset of ``aa_rec``."""
-    return {**rec, "metrics": with_autoattack(rec["metrics"], aa_rec["metrics"])}
+    """``rec`` with the AutoAttack accuracy and the PGD accuracy on the same subset of ``aa_rec``, and its warnings."""
+    warnings = list(rec.get("warnings") or [])
+    warnings += [w for w in aa_rec.get("warnings") or [] if w not in warnings]  # e.g. AutoAttack's own checks
+    return {**rec, "metrics": with_autoattack(rec["metrics"], aa_rec["metrics"]), "warnings": warnings}
 
 
 def _autoattack(job: Job, test_limit: int, *, sampled: bool, device: str, progress: bool) -> dict[str, Any]:
