@@ -52,19 +52,24 @@ def autoattack_flags() -> Iterator[list[str]]:
     "Square Attack has decreased the robust accuracy of 2.20%": the black-box Square found points that the
     gradient attacks before it missed, a sign of masked gradients (Croce and Hein's ``flags_doc.md``).
     pyautoattack only logs them; :func:`anpvs.evaluate.evaluate` puts them into the record."""
-    found: list[str] = []
-
-    class _Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            found.append(record.getMessage())
-
-    handler = _Collect(level=logging.WARNING)
+    handler = _Collect()
     logger = logging.getLogger(AA_LOGGER)
     logger.addHandler(handler)
     try:
-        yield found
+        yield handler.messages
     finally:
         logger.removeHandler(handler)
+
+
+class _Collect(logging.Handler):
+    """Keeps the messages of the WARNING (and higher) records it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 class _LogitsOnly(nn.Module):

@@ -113,7 +113,7 @@ def audit(out: str | Path, *, test_limit: int | None = 1000, autoattack: bool = 
             am = rec["metrics"]
             row.update(aa=am["autoattack_acc"], aa_pgd=am["pgd_acc"], aa_n=am["n"],
                        aa_ok=am["autoattack_acc"] <= am["pgd_acc"])
-            row["warnings"] += [w for w in rec.get("warnings", []) if w not in row["warnings"]]
+            row["warnings"] = list(dict.fromkeys([*row["warnings"], *rec.get("warnings", [])]))
         rows.append(row)
         log.info("%s: clean %.1f, PGD %.1f, bb %s, eps %g -> %.1f%%, AutoAttack %s", name, row["clean"], row["pgd"],
                  row["black_box"], row["sweep_eps"], row["sweep_acc"], row["aa"])

@@ -128,8 +128,8 @@ def _finished(job: Job, source: Job | None, epochs: dict[str, int],
 
 def _with_autoattack(rec: dict[str, Any], aa_rec: dict[str, Any]) -> dict[str, Any]:
     """``rec`` with the AutoAttack accuracy and the PGD accuracy on the same subset of ``aa_rec``, and its warnings."""
-    warnings = list(rec.get("warnings") or [])
-    warnings += [w for w in aa_rec.get("warnings") or [] if w not in warnings]  # e.g. AutoAttack's own checks
+    # the union in order, e.g. with AutoAttack's own checks
+    warnings = list(dict.fromkeys([*(rec.get("warnings") or []), *(aa_rec.get("warnings") or [])]))
     return {**rec, "metrics": with_autoattack(rec["metrics"], aa_rec["metrics"]), "warnings": warnings}
 
 
