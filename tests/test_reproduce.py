@@ -489,3 +489,44 @@ def test_the_table_record_carries_the_autoattack_records_warnings() -> None:
     merged = rp_run._with_autoattack(rec, aa)
     assert merged["warnings"] == aa["warnings"] and merged["metrics"]["autoattack_acc"] == 25.0
     assert rec["warnings"] == ["pgd: a check"]  # the table's own record is left as it was
+
+
+def test_a_moved_reproduction_keeps_its_evaluations_until_its_source_is_retrained(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    protocol = tmp_path / "tiny.yaml"
+    protocol.write_text(TINY)
+    out = tmp_path / "out"
+    rp.reproduce(protocol=protocol, seeds=1, out=out, rows=["standard"], device="cpu", figures=False, progress=False)
+    full = _table(out)
+    moved = tmp_path / "elsewhere" / "out"
+    moved.parent.mkdir()
+    shutil.move(out, moved)  # records name the old absolute paths; the layout inside the folder is the same
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("a moved folder must not be evaluated again")
+
+    monkeypatch.setattr(rp_run, "evaluate_checkpoint", no_evaluation)
+    rp.reproduce(protocol=protocol, seeds=1, out=moved, rows=["standard"], device="cpu", figures=False, progress=False)
+    assert _table(moved)["Standard"] == full["Standard"]
+    # a source retrained after the record was written makes its black-box numbers stale
+    src = moved / "runs/source/checkpoint.pt"
+    later = (moved / "runs/standard/seed0/eval_bb.json").stat().st_mtime_ns + 10**9
+    os.utime(src, ns=(later, later))
+    summary = rp.reproduce(protocol=protocol, seeds=1, out=moved, device="cpu", progress=False, train=False)
+    assert "Standard: seed(s) 0 missing (its black-box source is not finished)." in summary["markdown"]
+    assert "source: not evaluated yet." in summary["markdown"]
+
+
+def test_tables_only_with_a_finished_pretraining_and_its_row_not_evaluated(tmp_path: Path) -> None:
+    # the pre-training has no evaluation record; it must not stand in for a row's record in the caption
+    protocol = tmp_path / "tiny.yaml"
+    pretrain = ("pretrain:\n  base: {seed: 7, method: standard, overrides: {train.epochs: 1}}\n"
+                "rows:\n  pre: {label: Pre, method: standard, init: pretrain.base, overrides: {train.epochs: 1}}\n")
+    protocol.write_text(TINY.replace("rows:\n", pretrain))
+    out = tmp_path / "out"
+    rp.reproduce(protocol=protocol, seeds=1, out=out, rows=["pre"], device="cpu", figures=False, progress=False)
+    (out / "runs/pre/seed0/eval_bb.json").unlink()
+    summary = rp.reproduce(protocol=protocol, seeds=1, out=out, device="cpu", progress=False, train=False)
+    assert "Pre: seed(s) 0 missing (not evaluated yet)." in summary["markdown"]
+    assert "Standard: seed(s) 0 missing (not trained yet)." in summary["markdown"]
