@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -492,8 +493,6 @@ def test_the_table_record_carries_the_autoattack_records_warnings() -> None:
 
 
 def test_a_moved_reproduction_keeps_its_evaluations_until_its_source_is_retrained(tmp_path: Path, monkeypatch) -> None:
-    import os
-
     protocol = tmp_path / "tiny.yaml"
     protocol.write_text(TINY)
     out = tmp_path / "out"

@@ -8,7 +8,7 @@ use it: ``anpvs reproduce`` (epoch, black-box source, attack, test subset) and `
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +33,21 @@ def _lookup(record: Mapping[str, Any], key: str) -> Any:
     return value
 
 
-def fresh_record(path: str | Path, *, checkpoint: str | Path | None = None,
+def fresh_record(path: str | Path, *, checkpoint: str | Path | None = None, inputs: Iterable[str | Path] = (),
                  expect: Mapping[str, Any | Callable[[Any], bool]] | None = None) -> dict[str, Any] | None:
     """The record at ``path`` if it is current, else None.
 
-    Current: it exists and parses, its file is not older than ``checkpoint`` (when given), and every
-    ``expect`` entry holds: a dotted key (``"attack.eps"``) maps to the value it must have, or to a
+    Current: it exists and parses, its file is not older than ``checkpoint`` (when given) nor than any of the
+    other files it was computed from (``inputs``, e.g. a black-box source; a missing one makes it stale), and
+    every ``expect`` entry holds: a dotted key (``"attack.eps"``) maps to the value it must have, or to a
     predicate of that value (:data:`MISSING` when the record lacks the key)."""
     path = Path(path)
     if not path.is_file():
         return None
-    if checkpoint is not None and path.stat().st_mtime_ns < Path(checkpoint).stat().st_mtime_ns:
-        return None
+    made = path.stat().st_mtime_ns
+    for src in [*([checkpoint] if checkpoint is not None else []), *inputs]:
+        if not Path(src).is_file() or made < Path(src).stat().st_mtime_ns:
+            return None
     rec = read_json(path)
     if not isinstance(rec, dict):
         return None

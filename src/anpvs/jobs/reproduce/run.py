@@ -55,30 +55,29 @@ def _attack_spec(cfg: Config, sampled: bool) -> dict[str, Any]:
             "sampled_weights": sampled}
 
 
-def _same_source(rec: dict[str, Any], path: Path, checkpoint: Path, source: Path | None) -> bool:
-    """Whether the record at ``path`` was attacked from ``source``: the same file, or the file at the same place
-    relative to the evaluated checkpoint (the reproduction folder was moved or copied as a whole), and in both
-    cases not retrained after the record was written."""
+def _same_source(rec: dict[str, Any], checkpoint: Path, source: Path | None) -> bool:
+    """Whether ``rec`` was attacked from ``source``: the same file, or the file at the same place relative to the
+    evaluated checkpoint (the reproduction folder was moved or copied as a whole)."""
     have = rec.get("black_box_source")
     if have is None or source is None:
         return have is None and source is None
     was = rec.get("checkpoint")
-    same = Path(have).resolve() == source.resolve() or (
+    return Path(have).resolve() == source.resolve() or (
         was is not None and os.path.relpath(have, Path(was).parent) == os.path.relpath(source, checkpoint.parent))
-    return same and source.is_file() and source.stat().st_mtime_ns <= path.stat().st_mtime_ns
 
 
 def _current_record(path: Path, *, checkpoint: Path, epoch: int, source: Path | None, source_epoch: int | None,
                     cfg: Config, sampled: bool = False) -> dict[str, Any] | None:
-    """The evaluation record at ``path`` if it is current (:func:`anpvs.io.fresh_record`) for this checkpoint
-    epoch, source (:func:`_same_source`) and attack (an attack setting the record lacks counts as false)."""
+    """The evaluation record at ``path`` if it is current (:func:`anpvs.io.fresh_record`: not older than the
+    checkpoint and the source) for this checkpoint epoch, source (:func:`_same_source`) and attack (an attack
+    setting the record lacks counts as false)."""
     def attack_is(want: Any):
         return lambda have: (False if have is MISSING else have) == want
 
-    rec = fresh_record(path, checkpoint=checkpoint, expect={
+    rec = fresh_record(path, checkpoint=checkpoint, inputs=[source] if source is not None else [], expect={
         "epochs": epoch, "source_epoch": source_epoch, "test_limit": cfg.data.test_limit,
         **{f"attack.{k}": attack_is(v) for k, v in _attack_spec(cfg, sampled).items()}})
-    return rec if rec is not None and _same_source(rec, path, checkpoint, source) else None
+    return rec if rec is not None and _same_source(rec, checkpoint, source) else None
 
 
 def _evaluate(job: Job, *, epoch: int, source: Job | None, source_epoch: int | None, device: str,
