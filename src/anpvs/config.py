@@ -38,6 +38,7 @@ class ModelConfig:
     name: str = "lenet5_caffe"  # base architecture; methods with masks switch to its "_bbd" variant
     mask_init: float | None = None  # initial a_uc of LeNet masks and VGG head masks (reference: -1.0)
     conv_mask_init: float | None = None  # initial a_uc of VGG conv masks (reference: 2.0)
+    width: float | None = None  # width multiplier of VGG-16 (every layer; None = the paper's network, 1.0)
 
 
 @dataclass

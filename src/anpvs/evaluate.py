@@ -24,7 +24,7 @@ from .attacks import autoattack_flags, eval_mode
 from .checkpoint import git_commit
 from .compact import attack_network, compact_stats
 from .io.atomic import write_json
-from .metrics.efficiency import efficiency_report, weight_stats
+from .metrics.efficiency import efficiency_report, model_full_units, weight_stats
 from .metrics.vulnerability import vulnerability
 from .pruning import active_units
 from .step import autocast
@@ -152,8 +152,8 @@ def efficiency(model: nn.Module, *, latency: bool = True, latency_budget_s: floa
     from .compact import compact_pair, is_compact
 
     units = list(model.source_units) if is_compact(model) else active_units(model)
-    rep = efficiency_report(model.arch, units, num_classes=model.num_classes)
     masked, net = compact_pair(model)
+    rep = efficiency_report(model.arch, units, num_classes=model.num_classes, full=model_full_units(masked))
     ws = weight_stats(net if is_compact(model) else model)
     cs = compact_stats(model)
     out = {

@@ -19,9 +19,9 @@ def active_units(model: nn.Module) -> list[int]:
     masks = named_masks(model)
     if masks:
         return [m.n_active() for _, m in masks]
-    from .metrics.efficiency import full_units
+    from .metrics.efficiency import model_full_units
 
-    return list(full_units(model.arch))
+    return model_full_units(model)
 
 
 def mask_summary(model: nn.Module) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["ARCHS", "UNIT_TOTALS", "analytic_flops", "analytic_memory", "efficiency_report", "full_units",
-           "measured_flops", "unit_sparsity", "weight_stats"]
+           "measured_flops", "model_full_units", "unit_sparsity", "weight_stats"]
 
 _LENET_UNITS: tuple[int, ...] = (20, 50, 800, 500)
 _VGG_UNITS: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512)
@@ -75,9 +75,21 @@ def _check_arch(arch: str) -> tuple[int, ...]:
         raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(ARCHS)}") from None
 
 
-def _check_active(arch: str, active: Sequence[int]) -> list[int]:
+def _check_full(arch: str, full: Sequence[int] | None) -> tuple[int, ...]:
+    """The unpruned unit counts: ``full`` (a narrower or wider network of ``arch``, e.g. VGG-16 at a width
+    multiplier) when given, else the paper's network."""
+    default = _check_arch(arch)
+    if full is None:
+        return default
+    values = tuple(operator.index(v) for v in full)
+    if len(values) != len(default) or any(v < 1 for v in values):
+        raise ValueError(f"{arch} has {len(default)} masked layers of at least one unit, got full units {values}")
+    return values
+
+
+def _check_active(arch: str, active: Sequence[int], full: Sequence[int] | None = None) -> list[int]:
     """Return ``active`` as a list of Python ints after checking its length and ranges."""
-    full = _check_arch(arch)
+    full = _check_full(arch, full)
     values: list[int] = []
     for i, a in enumerate(active):
         try:
@@ -147,7 +159,7 @@ def _dense_memory(n_in: int, n_out: int, *, batch_norm: bool, legacy: bool = Fal
 
 
 def full_units(arch: str) -> list[int]:
-    """Unit counts of the unpruned network, one per mask, in mask order.
+    """Unit counts of the paper's unpruned network, one per mask, in mask order.
 
     >>> full_units("lenet5_caffe")
     [20, 50, 800, 500]
@@ -155,18 +167,26 @@ def full_units(arch: str) -> list[int]:
     return list(_check_arch(arch))
 
 
-def unit_sparsity(arch: str, active: Sequence[int]) -> float:
+def model_full_units(model: nn.Module) -> list[int]:
+    """Unit counts of ``model``'s own unpruned network (its ``unit_widths`` when it declares them, e.g. VGG-16
+    at a width multiplier; else the paper's network of its ``arch``)."""
+    widths = getattr(model, "unit_widths", None)
+    return list(widths) if widths is not None else full_units(model.arch)
+
+
+def unit_sparsity(arch: str, active: Sequence[int], *, full: Sequence[int] | None = None) -> float:
     """Unit sparsity in percent: ``100 - sum(active) / sum(full) * 100`` (docs/reference.md §2, reference ``run.py``).
 
     Units are neurons, channels and (LeNet's bbd3) flattened inputs; the denominator is
     ``UNIT_TOTALS[arch]`` (1370 or 5248). This is *not* the fraction of zero weights, see
     :func:`weight_stats`.
     """
-    values = _check_active(arch, active)
-    return 100.0 - sum(values) / UNIT_TOTALS[arch] * 100.0
+    values = _check_active(arch, active, full)
+    return 100.0 - sum(values) / sum(_check_full(arch, full)) * 100.0
 
 
-def analytic_flops(arch: str, active: Sequence[int], *, num_classes: int = 10) -> int:
+def analytic_flops(arch: str, active: Sequence[int], *, num_classes: int = 10,
+                   full: Sequence[int] | None = None) -> int:
     """FLOPs of one forward pass of the pruned network, by the reference formula (docs/reference.md §6).
 
     Each layer's input width is the previous mask's active count (the input image for the first
@@ -183,8 +203,9 @@ def analytic_flops(arch: str, active: Sequence[int], *, num_classes: int = 10) -
     VGG-16: 13 SAME 3x3 convs (3 -> a1 -> ... -> a13) with pools after convs 2, 4, 7, 10, 13,
     dense14 (d14 -> d15) and dense15 (d15 -> num_classes). As in the reference both dense layers
     are charged the activation term and BN/dropout are free. Full model: 627,329,546 (10 classes).
+    ``full``: the unpruned unit counts when the network is not the paper's (a VGG-16 width multiplier).
     """
-    values = _check_active(arch, active)
+    values = _check_active(arch, active, full)
     n_cls = _check_classes(num_classes)
     if arch == "lenet5_caffe":
         c1, c2, f3, h4 = values
@@ -210,7 +231,8 @@ def analytic_flops(arch: str, active: Sequence[int], *, num_classes: int = 10) -
 
 
 def analytic_memory(
-    arch: str, active: Sequence[int], *, num_classes: int = 10, legacy_memory: bool = False
+    arch: str, active: Sequence[int], *, num_classes: int = 10, legacy_memory: bool = False,
+    full: Sequence[int] | None = None,
 ) -> int:
     """Run-time memory proxy (in numbers, not bytes) of the pruned network (docs/reference.md §6).
 
@@ -231,7 +253,7 @@ def analytic_memory(
 
     ``legacy_memory`` has no effect on LeNet5-Caffe, whose formula has neither bug.
     """
-    values = _check_active(arch, active)
+    values = _check_active(arch, active, full)
     n_cls = _check_classes(num_classes)
     if arch == "lenet5_caffe":
         c1, c2, f3, h4 = values
@@ -256,13 +278,15 @@ def analytic_memory(
 
 
 def efficiency_report(
-    arch: str, active: Sequence[int], *, num_classes: int = 10, legacy_memory: bool = False
+    arch: str, active: Sequence[int], *, num_classes: int = 10, legacy_memory: bool = False,
+    full: Sequence[int] | None = None,
 ) -> dict:
     """The paper's three efficiency columns for one pruned network, plus the raw counts.
 
     Returns a dict with keys
 
-    * ``active_units``: the active counts as a list of ints; ``units_total``: ``UNIT_TOTALS[arch]``;
+    * ``active_units``: the active counts as a list of ints; ``units_total``: the sum of the full counts
+      (``UNIT_TOTALS[arch]`` for the paper's network; ``full`` gives another width's);
     * ``unit_sparsity``: percent of pruned units (:func:`unit_sparsity`);
     * ``flops`` / ``flops_orig``: :func:`analytic_flops` of the pruned / full network;
     * ``flops_speedup``: ``flops_orig / flops`` (``inf`` if the pruned network costs 0 FLOPs);
@@ -273,16 +297,16 @@ def efficiency_report(
     >>> round(r["memory_pct"], 2), round(r["flops_speedup"], 2), round(r["unit_sparsity"], 2)
     (6.81, 10.6, 84.16)
     """
-    values = _check_active(arch, active)
-    full = full_units(arch)
-    flops = analytic_flops(arch, values, num_classes=num_classes)
-    flops_orig = analytic_flops(arch, full, num_classes=num_classes)
-    memory = analytic_memory(arch, values, num_classes=num_classes, legacy_memory=legacy_memory)
-    memory_orig = analytic_memory(arch, full, num_classes=num_classes, legacy_memory=legacy_memory)
+    full = list(_check_full(arch, full))
+    values = _check_active(arch, active, full)
+    flops = analytic_flops(arch, values, num_classes=num_classes, full=full)
+    flops_orig = analytic_flops(arch, full, num_classes=num_classes, full=full)
+    memory = analytic_memory(arch, values, num_classes=num_classes, legacy_memory=legacy_memory, full=full)
+    memory_orig = analytic_memory(arch, full, num_classes=num_classes, legacy_memory=legacy_memory, full=full)
     return {
         "active_units": values,
-        "units_total": UNIT_TOTALS[arch],
-        "unit_sparsity": unit_sparsity(arch, values),
+        "units_total": sum(full),
+        "unit_sparsity": unit_sparsity(arch, values, full=full),
         "flops": flops,
         "flops_orig": flops_orig,
         "flops_speedup": flops_orig / flops if flops > 0 else math.inf,

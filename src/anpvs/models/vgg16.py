@@ -26,13 +26,24 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
+def scaled_widths(width: float) -> tuple[int, ...]:
+    """The 13 conv widths and the 512-unit head of VGG-16 times ``width`` (rounded, at least 1): the 15 unit
+    counts of its masks. ``width`` 1 is the paper's network; CPU protocols use a narrower one."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 1 / 64 <= width <= 4:
+        raise ValueError(f"width must be a number in [1/64, 4] (got {width!r})")
+    return tuple(max(1, round(c * width)) for c in (*CONV_WIDTHS, 512, 512))
+
+
 class VGG16(Classifier):
     arch = "vgg16"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, *, bbd: bool = False,
-                 conv_mask_init: float = 2.0, head_mask_init: float = -1.0,
+                 conv_mask_init: float = 2.0, head_mask_init: float = -1.0, width: float = 1.0,
                  ) -> None:
         super().__init__()
+        units = scaled_widths(width)
+        #: unit counts behind the 15 masks (13 conv widths, dense14's inputs and outputs), in mask order
+        self.unit_widths = units
         self.num_classes = num_classes
         mean, std = (CIFAR_MEAN, CIFAR_STD) if in_channels == 3 else ((0.5,) * in_channels, (0.25,) * in_channels)
         self.normalize = InputNormalize(mean, std)
@@ -40,18 +51,19 @@ class VGG16(Classifier):
         self.masks = nn.ModuleList()
         self.bns = nn.ModuleList()
         c_in = in_channels
-        for width in CONV_WIDTHS:
-            self.convs.append(nn.Conv2d(c_in, width, 3, padding=1))
-            self.masks.append(BetaBernoulliDropout(width, a_init=conv_mask_init) if bbd else nn.Identity())
-            self.bns.append(nn.BatchNorm2d(width, eps=1e-3, momentum=0.01))
-            c_in = width
+        for c_out in units[:13]:
+            self.convs.append(nn.Conv2d(c_in, c_out, 3, padding=1))
+            self.masks.append(BetaBernoulliDropout(c_out, a_init=conv_mask_init) if bbd else nn.Identity())
+            self.bns.append(nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01))
+            c_in = c_out
+        hidden = units[14]
         # The head dropouts exist only in the plain ("base") network, as in the reference.
         self.head_dropout = 0.0 if bbd else 0.5
-        self.mask14 = BetaBernoulliDropout(512, a_init=head_mask_init) if bbd else nn.Identity()
-        self.dense14 = nn.Linear(512, 512)
-        self.bn14 = nn.BatchNorm1d(512, eps=1e-3, momentum=0.01)
-        self.mask15 = BetaBernoulliDropout(512, a_init=head_mask_init) if bbd else nn.Identity()
-        self.dense15 = nn.Linear(512, num_classes)
+        self.mask14 = BetaBernoulliDropout(c_in, a_init=head_mask_init) if bbd else nn.Identity()
+        self.dense14 = nn.Linear(c_in, hidden)
+        self.bn14 = nn.BatchNorm1d(hidden, eps=1e-3, momentum=0.01)
+        self.mask15 = BetaBernoulliDropout(hidden, a_init=head_mask_init) if bbd else nn.Identity()
+        self.dense15 = nn.Linear(hidden, num_classes)
         glorot_init_(self)
 
     def latent_names(self) -> list[str]:
@@ -73,15 +85,16 @@ class VGG16(Classifier):
         return self.dense15(self.mask15(h)), latents
 
 
-@register_model("vgg16")
-def vgg16(num_classes: int = 10, in_channels: int = 3) -> VGG16:
-    """VGG-16 (CIFAR) without masks: Standard, AT, TRADES, ... rows."""
-    return VGG16(num_classes, in_channels)
+@register_model("vgg16", config_keys={"width": "width"})
+def vgg16(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> VGG16:
+    """VGG-16 (CIFAR) without masks: Standard, AT, TRADES, ... rows. ``width`` scales every layer's width."""
+    return VGG16(num_classes, in_channels, width=width)
 
 
-@register_model("vgg16_bbd", config_keys={"mask_init": "head_mask_init", "conv_mask_init": "conv_mask_init"})
+@register_model("vgg16_bbd", config_keys={"mask_init": "head_mask_init", "conv_mask_init": "conv_mask_init",
+                                          "width": "width"})
 def vgg16_bbd(num_classes: int = 10, in_channels: int = 3, conv_mask_init: float = 2.0,
-              head_mask_init: float = -1.0) -> VGG16:
+              head_mask_init: float = -1.0, width: float = 1.0) -> VGG16:
     """VGG-16 with 15 Beta-Bernoulli masks (13 conv, 2 head): BP, ANP, ANP-VS rows."""
     return VGG16(num_classes, in_channels, bbd=True, conv_mask_init=conv_mask_init,
-                 head_mask_init=head_mask_init)
+                 head_mask_init=head_mask_init, width=width)

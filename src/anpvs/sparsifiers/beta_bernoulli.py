@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..metrics.efficiency import efficiency_report
+from ..metrics.efficiency import efficiency_report, model_full_units
 from ..nn.beta_bernoulli import mask_parameters
 from ..pruning import mask_summary, named_masks
 from .base import Sparsifier, register_sparsifier
@@ -36,7 +36,7 @@ class BetaBernoulliMasks(Sparsifier):
 
     def epoch_metrics(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         rep = efficiency_report(model.arch, [m.n_active() for _, m in named_masks(model)],
-                                num_classes=model.num_classes)
+                                num_classes=model.num_classes, full=model_full_units(model))
         return {"mask_lr": optimizer.param_groups[0]["lr"], **mask_summary(model),
                 "unit_sparsity": round(rep["unit_sparsity"], 2), "flops_speedup": round(rep["flops_speedup"], 3),
                 "memory_pct": round(rep["memory_pct"], 2)}

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError
+from . import cifar_jpeg
 from ..base import DataNotFoundError, RawData, default_data_dir, log, register_format, via_torchvision
 
 _CIFAR = {  # name -> (folder, train files, test files, label key, meta file, names key, classes, tv class)
@@ -140,10 +141,17 @@ def _load_cifar(name: str) -> Callable[[Path | None, bool], RawData]:
 
     def load(data_dir: Path | None, download: bool) -> RawData:
         root = data_dir if data_dir is not None else default_data_dir()
-        folder = find(root)
+        folder = find(root) if root.is_dir() else None
         if folder is not None:
             return read(folder)
         hint = f"--data-dir pointing at a folder holding {folder_name}/"
+        if name == "cifar10":
+            jpeg = cifar_jpeg.find(root)
+            if jpeg is not None:
+                x_train, y_train, x_test, y_test, source = cifar_jpeg.read(jpeg)
+                return RawData(x_train, y_train, x_test, y_test, 10, source, cifar_jpeg.CLASSES)
+            hint += (" or the CIFAR-10 JPEG layout (cifar10_jpeg.tar.gz, or its extracted train/<class>/ and "
+                     "test/<class>/ folders)")
         if not download:
             raise DataNotFoundError(
                 f"{name} not found under '{root}': pass --download to fetch it with torchvision, or {hint}")

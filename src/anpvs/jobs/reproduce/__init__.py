@@ -22,6 +22,8 @@ A *protocol* says what to train; it is data, not code: a YAML file shipped in ``
         sampled_eval: false     # optional: also evaluate with sampled weights + EOT (Bayesian models,
                                 # docs/decisions.md item 8), shown as an extra row
         overrides: {key: value}
+    run_order: [row, ...]       # optional: the order rows are trained in (priority under a budget); rows it
+                                # leaves out follow in table order. Default: the table's order
     notes: [text, ...]          # optional footnotes
     figures: {n_images: 256, eps_factors: [0, 0.25, 0.5, 0.75, 1, 1.25]}   # optional
 

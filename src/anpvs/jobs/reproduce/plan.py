@@ -124,9 +124,10 @@ def plan(protocol: dict[str, Any], *, seeds: list[int], out: Path, rows: list[st
         jobs[job_name] = Job(job_name, "row", cfg, evaluate=shown, deps=deps, row=key, seed=seed)
         return job_name
 
+    run_order = protocol.get("run_order") or list(all_rows)  # the table keeps the rows' order; training this one
     for seed in seeds:
-        for key in selected:
-            if key not in skipped:
+        for key in run_order:
+            if key in selected and key not in skipped:
                 add_row(key, seed, True)
     shown = [k for k in selected if k not in skipped]
     return list(jobs.values()), shown, skipped

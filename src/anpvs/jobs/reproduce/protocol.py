@@ -16,7 +16,7 @@ SCALES = ("paper", "full", "sample", "cpu")
 #: the scale ``anpvs reproduce --table T`` runs without ``--scale``: the quick protocol of each table
 DEFAULT_SCALE = {"mnist": "sample", "cifar10": "cpu", "cifar100": "cpu"}
 _TOP_KEYS = {"table", "scale", "description", "common", "source", "pretrain", "rows", "notes", "figures",
-             "autoattack"}
+             "autoattack", "run_order"}
 _ROW_KEYS = {"label", "method", "init", "ablation", "sampled_eval", "aa_sampled", "overrides"}
 _AA_KEYS = {"test_limit", "seeds"}
 SAMPLED_SUFFIX = " (sampled weights, EOT)"
@@ -143,6 +143,15 @@ def load_protocol(path: str | Path) -> dict[str, Any]:
         elif init not in rows or init == key:
             raise ProtocolError(f"rows.{key}.init: {init!r} is not another row of the protocol")
     _check_acyclic(rows)
+    run_order = raw.get("run_order")
+    if run_order is None:
+        run_order = list(rows)
+    if not (isinstance(run_order, list) and all(isinstance(k, str) for k in run_order)):
+        raise ProtocolError("run_order must be a list of row ids")
+    unknown = [k for k in run_order if k not in rows]
+    if unknown or len(set(run_order)) != len(run_order):
+        raise ProtocolError(f"run_order: {', '.join(unknown) or 'a row listed twice'} (rows: {', '.join(rows)})")
+    run_order += [k for k in rows if k not in run_order]  # rows it leaves out run last, in table order
     notes = raw.get("notes") or []
     if not isinstance(notes, list):
         raise ProtocolError("notes must be a list of strings")
@@ -151,7 +160,7 @@ def load_protocol(path: str | Path) -> dict[str, Any]:
         "description": str(raw.get("description", "")).strip(),
         "common": flatten(_mapping(raw.get("common"), "common")),
         "source": _run_entry(raw["source"], "source", "at"),
-        "pretrain": pretrain, "rows": rows, "notes": [str(n) for n in notes],
+        "pretrain": pretrain, "rows": rows, "run_order": run_order, "notes": [str(n) for n in notes],
         "figures": _mapping(raw.get("figures"), "figures"),
         "autoattack": _autoattack_entry(raw.get("autoattack")),
     }
