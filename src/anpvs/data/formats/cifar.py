@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError
-from . import cifar_jpeg
 from ..base import DataNotFoundError, RawData, default_data_dir, log, register_format, via_torchvision
+from . import cifar_jpeg
 
 _CIFAR = {  # name -> (folder, train files, test files, label key, meta file, names key, classes, tv class)
     "cifar10": ("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),

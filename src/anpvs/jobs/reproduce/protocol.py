@@ -18,7 +18,8 @@ DEFAULT_SCALE = {"mnist": "sample", "cifar10": "cpu", "cifar100": "cpu"}
 _TOP_KEYS = {"table", "scale", "description", "common", "source", "pretrain", "rows", "notes", "figures",
              "autoattack", "run_order"}
 _ROW_KEYS = {"label", "method", "init", "ablation", "sampled_eval", "aa_sampled", "overrides"}
-_AA_KEYS = {"test_limit", "seeds"}
+_AA_KEYS = {"test_limit", "seeds", "extra"}
+_AA_EXTRA_KEYS = {"eps", "rows"}
 SAMPLED_SUFFIX = " (sampled weights, EOT)"
 _RUN_KEYS = {"seed", "method", "overrides"}
 
@@ -66,7 +67,19 @@ def _autoattack_entry(value: Any) -> dict[str, Any] | None:
     if not (isinstance(seeds, list) and seeds and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                                       for v in seeds)):
         raise ProtocolError(f"autoattack.seeds must be a non-empty list of seeds >= 0 (got {seeds!r})")
-    return {"test_limit": n, "seeds": sorted(set(seeds))}
+    extra = _mapping(entry.get("extra"), "autoattack.extra")
+    if extra:
+        unknown = set(extra) - _AA_EXTRA_KEYS
+        if unknown:
+            raise ProtocolError(f"autoattack.extra: unknown key(s) {', '.join(sorted(unknown))}; "
+                                f"valid: {', '.join(sorted(_AA_EXTRA_KEYS))}")
+        eps, rows = extra.get("eps"), extra.get("rows")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
+            raise ProtocolError(f"autoattack.extra.eps must be a radius in (0, 1] in pixel units (got {eps!r})")
+        if not (isinstance(rows, list) and rows and all(isinstance(r, str) for r in rows)):
+            raise ProtocolError("autoattack.extra.rows must be a non-empty list of row ids")
+        extra = {"eps": float(eps), "rows": list(rows)}
+    return {"test_limit": n, "seeds": sorted(set(seeds)), "extra": extra or None}
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -152,6 +165,11 @@ def load_protocol(path: str | Path) -> dict[str, Any]:
     if unknown or len(set(run_order)) != len(run_order):
         raise ProtocolError(f"run_order: {', '.join(unknown) or 'a row listed twice'} (rows: {', '.join(rows)})")
     run_order += [k for k in rows if k not in run_order]  # rows it leaves out run last, in table order
+    autoattack = _autoattack_entry(raw.get("autoattack"))
+    if autoattack is not None and autoattack["extra"] is not None:
+        unknown = [k for k in autoattack["extra"]["rows"] if k not in rows]
+        if unknown:
+            raise ProtocolError(f"autoattack.extra.rows: {', '.join(unknown)} not rows of the protocol")
     notes = raw.get("notes") or []
     if not isinstance(notes, list):
         raise ProtocolError("notes must be a list of strings")
@@ -162,7 +180,7 @@ def load_protocol(path: str | Path) -> dict[str, Any]:
         "source": _run_entry(raw["source"], "source", "at"),
         "pretrain": pretrain, "rows": rows, "run_order": run_order, "notes": [str(n) for n in notes],
         "figures": _mapping(raw.get("figures"), "figures"),
-        "autoattack": _autoattack_entry(raw.get("autoattack")),
+        "autoattack": autoattack,
     }
 
 

@@ -131,6 +131,12 @@ def _finished(job: Job, source: Job | None, epochs: dict[str, int],
         aa_rec = fresh_record(path, checkpoint=job.checkpoint, expect={"audit": {"test_limit": aa["test_limit"]}})
         if aa_rec is not None:
             rec = _with_autoattack(rec, aa_rec)
+        extra = aa["extra"]
+        if extra is not None and job.row in extra["rows"]:
+            x_rec = fresh_record(extra_autoattack_record(job.run_dir, extra["eps"]), checkpoint=job.checkpoint,
+                                 expect={"audit": {"test_limit": aa["test_limit"]}})
+            if x_rec is not None and abs(x_rec["attack"]["eps"] - extra["eps"]) <= 1e-9:
+                rec = _with_extra_autoattack(rec, x_rec)
     return epoch, rec
 
 
@@ -141,18 +147,37 @@ def _with_autoattack(rec: dict[str, Any], aa_rec: dict[str, Any]) -> dict[str, A
     return {**rec, "metrics": with_autoattack(rec["metrics"], aa_rec["metrics"]), "warnings": warnings}
 
 
-def _autoattack(job: Job, test_limit: int, *, sampled: bool, device: str, progress: bool) -> dict[str, Any]:
+def _with_extra_autoattack(rec: dict[str, Any], aa_rec: dict[str, Any]) -> dict[str, Any]:
+    """``rec`` with AutoAttack and PGD at the protocol's second radius (``autoattack.extra``)."""
+    m = aa_rec["metrics"]
+    return {**rec, "metrics": {**rec["metrics"], "autoattack_acc_extra": m["autoattack_acc"],
+                               "aa_pgd_acc_extra": m["pgd_acc"]}}
+
+
+def extra_autoattack_record(run_dir: Path, eps: float) -> Path:
+    """The record of AutoAttack at a second radius (``autoattack.extra`` of a protocol), e.g. 8/255."""
+    return RunDir(run_dir).path / f"eval_autoattack_eps{eps:.5f}.json"
+
+
+def _autoattack(job: Job, test_limit: int, *, sampled: bool, device: str, progress: bool,
+                eps: float | None = None) -> dict[str, Any]:
     """AutoAttack and PGD on ``test_limit`` seeded test images of ``job``'s checkpoint (reused when current).
 
     The record is the one ``anpvs audit --aa-limit N`` reads (``eval_autoattack.json``, stamped with its
     subset size), so an audit of the folder does not run it again. ``sampled``: the stochastic network with
     sampled weights, AutoAttack ``rand`` (EOT) and EOT-PGD (``eval_autoattack_sampled.json``)."""
-    path = RunDir(job.run_dir).autoattack_record(sampled=sampled)
+    path = (RunDir(job.run_dir).autoattack_record(sampled=sampled) if eps is None
+            else extra_autoattack_record(job.run_dir, eps))
     rec = fresh_record(path, checkpoint=job.checkpoint, expect={"audit": {"test_limit": test_limit}})
+    if rec is not None and eps is not None and abs(rec["attack"]["eps"] - eps) > 1e-9:
+        rec = None
     if rec is None:
+        extra = {"sample_weights": True} if sampled else {}
+        if eps is not None:
+            extra["eps"] = eps
         rec = stamp_record(evaluate_checkpoint(job.checkpoint, attacks=["pgd", "autoattack"], test_limit=test_limit,
                                                data_dir=job.cfg.data.dir, device=device, progress=progress, out=path,
-                                               latency=False, **({"sample_weights": True} if sampled else {})),
+                                               latency=False, **extra),
                            path, test_limit=test_limit)
     return rec
 
@@ -258,6 +283,14 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
                 records[job.name] = _with_autoattack(records[job.name], rec)
                 log.info("%s: AutoAttack %.2f, PGD %.2f on the same %d test images (%.0f s)", prefix,
                          m["autoattack_acc"], m["pgd_acc"], m["n"], time.time() - t_job)
+                extra = aa["extra"]
+                if extra is not None and job.row in extra["rows"]:
+                    rec = _autoattack(job, aa["test_limit"], sampled=proto["rows"][job.row]["aa_sampled"],
+                                      device=device, progress=progress, eps=extra["eps"])
+                    m = rec["metrics"]
+                    records[job.name] = _with_extra_autoattack(records[job.name], rec)
+                    log.info("%s: at eps %.5f: AutoAttack %.2f, PGD %.2f on the same %d test images (%.0f s)", prefix,
+                             extra["eps"], m["autoattack_acc"], m["pgd_acc"], m["n"], time.time() - t_job)
             if job.row is not None and proto["rows"][job.row]["sampled_eval"]:
                 rec, reused = _evaluate(job, epoch=summary["epoch"], source=src, source_epoch=epochs["source"],
                                         device=device, progress=progress, sampled=True)
