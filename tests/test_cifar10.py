@@ -259,3 +259,28 @@ def test_paper_scale_cifar10_trains_on_cpu_at_tiny_scale(tmp_path: Path, fake_gi
                          "out": str(tmp_path / "tiny"), "device": "cpu", "eval.latency": False})
     summary = fit(tiny, progress=False)
     assert summary["epoch"] == 1 and Path(summary["checkpoint"]).is_file()
+
+
+# ------------------------------------------------------------------------------------------- benchmarks
+
+
+def test_vgg16_benchmark_and_the_gpu_script_run_on_cpu_at_tiny_scale(tmp_path: Path, fake_git: str) -> None:
+    """The GPU script (and the step benchmark it runs) work end to end on a CPU at toy scale, on JPEG data;
+    anpvs's AT step reaches the textbook loop's weights exactly."""
+    import json
+    import sys
+
+    del fake_git
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import gpu_cifar10
+
+    write_archive(tmp_path / "d" / "cifar10_jpeg.tar.gz", _files(n_train=2, n_test=1))
+    out = tmp_path / "gpu.json"
+    gpu_cifar10.main(["--quick", "--device", "cpu", "--data-dir", str(tmp_path / "d"), "--out", str(out)])
+    result = json.loads(out.read_text())
+    cases = result["step_benchmark"]["cases"]
+    assert cases["at_b8"]["max_weight_diff_after_2_steps_vs_textbook"] == 0.0
+    assert cases["anp_vs_pruned"]["max_adv_diff_masked_vs_compact"] <= 1e-5
+    assert {"textbook", "anpvs", "anpvs_channels_last"} <= set(cases["at_b8"]["img_per_s"])
+    methods = [e["method"] for e in result["short_epochs"]]
+    assert methods[:3] == ["standard", "at", "anp_vs"] and all(e["img_per_s"] > 0 for e in result["short_epochs"])
