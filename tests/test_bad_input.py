@@ -12,7 +12,10 @@ reach the weights of an uninterrupted run, and two runs never share one folder.
 
 from __future__ import annotations
 
+import errno
 import gzip
+import io
+import json
 import os
 import pickle
 import shutil
@@ -151,6 +154,7 @@ class Case:
     status: int
     fragment: str
     absent: str = ""  # a text the message must not contain (e.g. blaming a good checkpoint)
+    not_created: str = ""  # a path (in the case folder, outside the run) that must not exist after the command
 
 
 def _gz_truncated(t: Path) -> list[str]:
@@ -413,6 +417,157 @@ def _truncate_png(root: Path) -> None:
     p.write_bytes(p.read_bytes()[:300])
 
 
+# --------------------------------------------------------------------------------------------------------
+# Run folders from others, hostile YAML, outputs (round 3): nothing may lead anpvs outside a folder
+# --------------------------------------------------------------------------------------------------------
+
+CANARY = b"the user's own file: anpvs must never write it\n"
+
+
+def _finished_run(t: Path, k: Path) -> Path:
+    """A finished tiny run in ``t/run`` (checkpoint, config, marker) beside the canary file ``t/canary``."""
+    (t / "canary").write_bytes(CANARY)
+    run = t / "run"
+    run.mkdir()
+    shutil.copy(k, run / "checkpoint.pt")
+    shutil.copy(k.parent / "config.yaml", run / "config.yaml")
+    (run / ".anpvs-run").touch()
+    return run
+
+
+def _linked_run_file(name: str, target: str = "../canary"):
+    """``train --resume`` of a finished run whose file ``name`` is a symbolic link (to the canary, or to nothing):
+    without the guard, the resume would exit 0 after locking (writing its pid) through the link."""
+    def make(t: Path, k: Path) -> list[str]:
+        run = _finished_run(t, k)
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(target)
+        return ["train", *TINY, "--out", str(run), "--resume"]
+    return make
+
+
+def _lock_folder(t: Path, k: Path) -> list[str]:
+    (_finished_run(t, k) / ".lock").mkdir()
+    return ["train", *TINY, "--out", str(t / "run"), "--resume"]
+
+
+def _dangling_marker(t: Path, k: Path) -> list[str]:
+    run = t / "run"
+    run.mkdir()
+    (run / ".anpvs-run").symlink_to("../made-by-anpvs")
+    return ["train", *TINY, "--out", str(run)]
+
+
+def _linked_repro(command: str, link: str):
+    """A reproduction folder whose run folder (``link="run"``) or whose ``runs/`` (``"runs"``) is a symbolic link
+    to an evaluated run elsewhere: audit / figures / reproduce must not read or write there."""
+    def make(t: Path, k: Path) -> list[str]:
+        elsewhere = t / "elsewhere"
+        run = elsewhere / "at" / "seed0"
+        run.mkdir(parents=True)
+        shutil.copy(k, run / "checkpoint.pt")
+        (run / "eval.json").write_text(json.dumps({"metrics": {"clean_acc": 90.0, "pgd_acc": 50.0}}))
+        repro = t / "repro"
+        if link == "runs":
+            repro.mkdir()
+            (repro / "runs").symlink_to("../elsewhere")
+        else:
+            (repro / "runs" / "at").mkdir(parents=True)
+            (repro / "runs" / "at" / "seed0").symlink_to("../../../elsewhere/at/seed0")
+        (repro / "reproduce.json").write_text(json.dumps({"seeds": [0], "rows": [{"key": "at", "label": "AT"}],
+                                                          "runs": {"at/seed0": "runs/at/seed0"}}))
+        extra = {"audit": ["--no-autoattack"], "figures": [], "reproduce": ["--table", "mnist", "--quiet", "--out"]}
+        return [command, *extra[command], str(repro)] if command == "reproduce" else [command, str(repro),
+                                                                                       *extra[command]]
+    return make
+
+
+def _linked_output(name: str, command: str):
+    """``eval`` / ``compact`` whose default output beside the checkpoint is a symbolic link to the canary."""
+    def make(t: Path, k: Path) -> list[str]:
+        ck = _ckpt(t, k)
+        (t / "canary").write_bytes(CANARY)
+        (t / name).symlink_to("canary")
+        return [command, str(ck), *(["--device", "cpu", "--quiet"] if command == "eval" else [])]
+    return make
+
+
+def _alias_bomb() -> bytes:
+    """"Billion laughs": 10 levels of 10 aliases (10**10 values) in about 500 bytes, under a known key whose
+    error message used to format the expanded value (and hung)."""
+    levels = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&a{i} [{','.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    return f"train:\n  epochs: [{', '.join(levels)}]\n".encode()
+
+
+DEEP = b"[" * 20_000 + b"]" * 20_000  # nesting that ended in RecursionError
+PROTOCOL = b"table: mnist\nsource: {seed: 1000}\nrows:\n  at: {method: at}\n"
+
+
+def _config(data: bytes):
+    return lambda t, k: ["train", "--config", str(_text_file("c.yaml", data)(t, k)), *TINY, "--out", str(t / "run")]
+
+
+def _protocol(data: bytes):
+    return lambda t, k: ["reproduce", "--protocol", str(_text_file("p.yaml", data)(t, k)), "--out", str(t / "r")]
+
+
+def _fifo(t: Path) -> Path:
+    os.mkfifo(t / "fifo.yaml")
+    return t / "fifo.yaml"
+
+
+CASES += [
+    # symbolic links in a run folder (the canary outside it stays as it was, nothing is created beside it)
+    Case("run-lock-links-to-a-file", _linked_run_file(".lock"), 1, "symbolic link"),
+    Case("run-lock-links-to-nothing", _linked_run_file(".lock", "../made-by-anpvs"), 1, "symbolic link",
+         not_created="made-by-anpvs"),
+    Case("run-lock-is-a-folder", _lock_folder, 1, "not a plain file"),
+    Case("run-marker-links-to-nothing", _dangling_marker, 1, "symbolic link", not_created="made-by-anpvs"),
+    Case("run-log-links-to-a-file", _linked_run_file("log.jsonl"), 1, "symbolic link"),
+    Case("run-config-links-to-a-file", _linked_run_file("config.yaml"), 1, "symbolic link"),
+    Case("run-checkpoint-links-to-a-file", _linked_run_file("checkpoint.pt"), 1, "symbolic link"),
+    Case("eval-record-links-to-a-file", _linked_output("eval.json", "eval"), 1, "symbolic link"),
+    Case("compact-output-links-to-a-file", _linked_output("ck.compact.pt", "compact"), 1, "symbolic link"),
+    # symbolic links in a reproduction folder
+    Case("audit-run-folder-links-outside", _linked_repro("audit", "run"), 1, "leads outside",
+         not_created="elsewhere/at/seed0/check.json"),
+    Case("audit-runs-folder-links-outside", _linked_repro("audit", "runs"), 1, "leads outside",
+         not_created="elsewhere/at/seed0/check.json"),
+    Case("figures-run-folder-links-outside", _linked_repro("figures", "run"), 1, "leads outside"),
+    Case("reproduce-runs-folder-links-outside", _linked_repro("reproduce", "runs"), 1, "leads outside",
+         not_created="elsewhere/source"),
+    Case("figures-manifest-nested-20000-deep", _manifest("[" * 20_000 + "]" * 20_000), 1, "not valid JSON"),
+    # hostile YAML: configs, --set values, protocols (refused while parsing, in well under a second)
+    Case("yaml-alias-bomb", _config(_alias_bomb()), 2, "alias"),
+    Case("yaml-nested-20000-deep", _config(b"train: {epochs: " + DEEP + b"}\n"), 2, "nests deeper"),
+    Case("yaml-larger-than-1-mib", _config(b"# " + b"x" * (1 << 20) + b"\n"), 2, "larger than"),
+    Case("yaml-duplicate-section", _config(b"train:\n  epochs: 1\ntrain:\n  lr: 0.1\n"), 2, "'train' twice"),
+    Case("yaml-duplicate-key", _config(b"train: {epochs: 1, epochs: 2}\n"), 2, "'epochs' twice"),
+    Case("yaml-dotted-key-and-section", _config(b"train.epochs: 1\ntrain:\n  epochs: 2\n"), 2, "set twice"),
+    Case("yaml-long-value-is-cut", _config(b"train:\n  lr_gamma: " + b"x" * 100_000 + b"\n"), 2, "train.lr_gamma",
+         absent="x" * 100),
+    Case("yaml-long-key-is-cut", _config(b"train:\n  ? " + b"x" * 100_000 + b"\n  : 1\n"), 2, "unknown config key",
+         absent="x" * 100),
+    Case("config-is-dev-zero", lambda t, k: ["train", "--config", "/dev/zero", "--out", str(t / "run")], 2,
+         "not a regular file"),
+    Case("config-is-a-fifo", lambda t, k: ["train", "--config", str(_fifo(t)), "--out", str(t / "run")], 2,
+         "not a regular file"),
+    Case("config-is-a-folder", lambda t, k: ["train", "--config", str(t), "--out", str(t / "run")], 2,
+         "not a regular file"),
+    Case("set-alias", _train("--set", "train.lr_milestones=[&a 0.5, *a]"), 2, "alias"),
+    Case("set-nested-20000-deep", _train("--set", "train.lr_milestones=" + DEEP.decode()), 2, "nests deeper"),
+    Case("protocol-alias-bomb", _protocol(PROTOCOL + b"notes: " + _alias_bomb().split(b"epochs: ")[1]), 2, "alias"),
+    Case("protocol-duplicate-row", _protocol(PROTOCOL + b"  at: {method: anp_vs}\n"), 2, "'at' twice"),
+    Case("protocol-nested-20000-deep", _protocol(PROTOCOL + b"notes: " + DEEP + b"\n"), 2, "nests deeper"),
+    Case("protocol-is-a-fifo", lambda t, k: ["reproduce", "--protocol", str(_fifo(t)), "--out", str(t / "r")], 2,
+         "not a regular file"),
+    # outputs
+    Case("compact-out-empty", lambda t, k: ["compact", str(_ckpt(t, k)), "--out", ""], 2, "--out is empty"),
+    Case("compact-export-onto-a-file", lambda t, k: ["compact", str(_ckpt(t, k)), "--export", "torchscript", "--out",
+                                                      str(_text_file("model.ts", CANARY)(t, k))], 2, "--force"),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_gives_one_line(case: Case, tmp_path: Path, trained: Path, capsys: pytest.CaptureFixture[str]
                                   ) -> None:
@@ -436,6 +591,7 @@ def test_bad_input_gives_one_line(case: Case, tmp_path: Path, trained: Path, cap
     changed = [p for p, data in before.items() if after.get(p) != data]
     assert not changed, f"files changed or removed: {changed}"
     assert not (work / "MARKER").exists(), "code from a data or checkpoint file ran"
+    assert not case.not_created or not os.path.lexists(work / case.not_created), f"{case.not_created} was created"
 
 
 def test_the_corpus_has_at_least_40_cases() -> None:
@@ -523,6 +679,150 @@ def test_the_log_is_rebuilt_from_the_checkpoint(tmp_path: Path) -> None:
     (run / "log.jsonl").write_text(lines[0] + "\n" + lines[0] + "\n")  # epoch 2 lost, epoch 1 twice
     assert run_cli([*args, "--resume"]) == 0
     assert (run / "log.jsonl").read_text().splitlines() == lines
+
+
+# --------------------------------------------------------------------------------------------------------
+# Full disks, quotas, read-only file systems; stale temporary files; file modes; --force; the YAML bomb's time
+# --------------------------------------------------------------------------------------------------------
+
+
+class _FullDisk(io.RawIOBase):
+    """A file whose every write fails as the kernel's does on a full disk (or with another ``errno``)."""
+
+    def __init__(self, err: int) -> None:
+        self.err = err
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        raise OSError(self.err, os.strerror(self.err))
+
+
+def _fill_disk(monkeypatch: pytest.MonkeyPatch, err: int = errno.ENOSPC, after: int = 0) -> None:
+    """Every file anpvs opens for writing after the first ``after`` (the output check's and the atomic writer's)
+    fails in its writes, ``torch.save`` included: it writes through the open file, as on a real full disk."""
+    import anpvs.errors
+    import anpvs.io.atomic
+
+    opened = {"n": 0}
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        opened["n"] += 1
+        return _FullDisk(err) if "w" in mode and opened["n"] > after else open(path, mode, *args, **kwargs)
+
+    for module in (anpvs.errors, anpvs.io.atomic):
+        monkeypatch.setattr(module, "open", fake_open, raising=False)
+
+
+def _one_error_line(err: str) -> str:
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith("anpvs: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_full_disk_at_a_checkpoint_says_so_and_the_run_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Used to be ``internal error RuntimeError: [enforce fail at inline_container.cc:672]``."""
+    run = tmp_path / "run"
+    args = ["train", *TINY, "--epochs", "2", "--out", str(run)]
+    _fill_disk(monkeypatch, after=2)  # config.yaml and the checkpoint of epoch 1 are written, epoch 2's is not
+    capsys.readouterr()
+    assert run_cli(args) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"no space left on device writing {str(run / 'checkpoint.pt')!r}" in line, line
+    assert "the checkpoint of epoch 1 is kept" in line and "free space and resume with anpvs train --resume" in line
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert not list(run.glob(".*.tmp")) and not (run / ".lock").exists()
+    monkeypatch.undo()
+    assert run_cli([*args, "--resume"]) == 0
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+
+@pytest.mark.parametrize("err, words", [(errno.ENOSPC, "no space left on device"),
+                                        (errno.EDQUOT, "disk quota exceeded"), (errno.EROFS, "read-only file system")])
+def test_eval_checks_that_its_record_can_be_written_before_it_attacks(
+        err: int, words: str, tmp_path: Path, trained: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import anpvs.jobs.evaluate as job
+
+    ck = _ckpt(tmp_path, trained)
+    before = snapshot(tmp_path)
+    _fill_disk(monkeypatch, err)
+    monkeypatch.setattr(job, "evaluate", lambda *a, **k: pytest.fail("the attack ran before the output was checked"))
+    capsys.readouterr()
+    assert run_cli(["eval", str(ck), "--device", "cpu", "--quiet"]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{words} writing {str(tmp_path / 'eval.json')!r}" in line, line
+    assert snapshot(tmp_path) == before
+
+
+def test_eval_keeps_its_result_when_the_disk_fills_up_during_it(tmp_path: Path, trained: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    ck = _ckpt(tmp_path, trained)
+    _fill_disk(monkeypatch, after=1)  # the check before the attack passes, the record's write fails
+    capsys.readouterr()
+    assert run_cli(["eval", str(ck), "--steps", "1", "--no-latency", "--device", "cpu", "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    line = _one_error_line(err)
+    assert "no space left on device" in line and "printed on standard output" in line, line
+    record = json.loads(out)  # the record, complete, on stdout
+    assert record["metrics"]["n"] == 32 and "pgd_acc" in record["metrics"]
+    assert not (tmp_path / "eval.json").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_interrupted_evals_temporary_file_is_removed_by_the_next_write(tmp_path: Path, trained: Path) -> None:
+    """A killed ``anpvs eval`` used to leave ``.eval.json.*.tmp`` for good; one of a live process stays."""
+    ck = _ckpt(tmp_path, trained)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f".eval.json.{gone.pid}-k1ll3d.tmp"
+    live = tmp_path / f".eval.json.{os.getpid()}-wr1t1ng.tmp"
+    for p in (stale, live):
+        p.write_text('{"half": ')
+    assert run_cli(["eval", str(ck), "--steps", "1", "--no-latency", "--device", "cpu", "--quiet"]) == 0
+    assert not stale.exists() and live.exists() and (tmp_path / "eval.json").is_file()
+
+
+def test_written_files_get_the_mode_open_gives_them(tmp_path: Path) -> None:
+    """``mkstemp`` makes 0600 files: a group could not read a shared run."""
+    from anpvs.io.atomic import write_text
+
+    old = os.umask(0o002)
+    try:
+        write_text(tmp_path / "new.json", "{}")
+        kept = tmp_path / "kept.json"
+        kept.write_text("{}")
+        kept.chmod(0o640)
+        write_text(kept, "{}\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o664
+    assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_text() == "{}\n"
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_export_replaces_an_existing_file_only_with_force(tmp_path: Path, trained: Path) -> None:
+    ck = _ckpt(tmp_path, trained)
+    other = tmp_path / "model.ts"
+    other.write_bytes(CANARY)
+    assert run_cli(["compact", str(ck), "--export", "torchscript", "--out", str(other)]) == 2
+    assert other.read_bytes() == CANARY
+    assert run_cli(["compact", str(ck), "--export", "torchscript", "--out", str(other), "--force"]) == 0
+    assert other.read_bytes()[:2] == b"PK"  # a TorchScript archive now
+    for _ in range(2):  # the default output beside the checkpoint is the command's own: replaced without --force
+        assert run_cli(["compact", str(ck), "--export", "torchscript"]) == 0
+
+
+def test_the_yaml_bomb_is_refused_in_under_a_second(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bomb.yaml"
+    config.write_bytes(_alias_bomb())
+    assert len(config.read_bytes()) < 600
+    t0 = time.perf_counter()
+    assert run_cli(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert time.perf_counter() - t0 < 1.0
+    assert "alias" in _one_error_line(capsys.readouterr().err)
 
 
 # --------------------------------------------------------------------------------------------------------

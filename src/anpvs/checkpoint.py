@@ -26,7 +26,7 @@ from torch import nn
 
 from ._version import __version__
 from .errors import AnpvsError
-from .io.atomic import atomic_write
+from .io.atomic import atomic_stream
 from .models import MODELS, create_model
 
 FORMAT = "anpvs-checkpoint"
@@ -50,7 +50,7 @@ def git_commit() -> str | None:
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` through the one atomic writer (:func:`anpvs.io.atomic_write`): a crash mid-write leaves
     the previous file intact."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_stream(path, lambda f: torch.save(obj, f))  # a file object: a full disk stays an OSError
 
 
 def make_checkpoint(model: nn.Module, *, config: dict[str, Any] | None = None, epoch: int = 0,
@@ -107,26 +107,9 @@ def validate_checkpoint(ckpt: dict[str, Any], where: str = "checkpoint") -> None
     :data:`KWARG_BOUNDS` (floats finite), the state dict must have exactly the keys and shapes of that
     model (compared on the ``meta`` device, which allocates no memory), every tensor must be finite,
     and the saved config must name the same architecture. Raises :class:`CheckpointError` (one line)."""
-    name = ckpt.get("model_name")
-    if not isinstance(name, str) or name not in MODELS:
-        raise _bad(where, f"unknown model {name!r} (known: {', '.join(MODELS.names())})")
-    kwargs = ckpt.get("model_kwargs")
-    if not isinstance(kwargs, dict):
-        raise _bad(where, "model_kwargs is not a mapping")
-    params = inspect.signature(MODELS.get(name)).parameters
-    unknown = sorted(str(k) for k in kwargs if k not in params)
-    if unknown:
-        raise _bad(where, f"model_kwargs {unknown} are not arguments of {name}")
-    for k, v in kwargs.items():
-        if k in KWARG_BOUNDS:
-            lo, hi = KWARG_BOUNDS[k]
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise _bad(where, f"model_kwargs {k}={v!r} is outside {lo}..{hi}")
-        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or abs(v) > 1e6:
-            raise _bad(where, f"model_kwargs {k}={v!r} is not a finite number")
-    sd = ckpt.get("state_dict")
-    if not isinstance(sd, dict) or not all(isinstance(t, torch.Tensor) for t in sd.values()):
-        raise _bad(where, "state_dict is not a mapping of names to tensors")
+    name, kwargs = ckpt.get("model_name"), ckpt.get("model_kwargs")
+    _check_model_args(name, kwargs, where)
+    sd = _state_dict(ckpt, where)
     try:
         with torch.device("meta"):
             expected = {k: tuple(t.shape) for k, t in create_model(name, **kwargs).state_dict().items()}
@@ -139,10 +122,44 @@ def validate_checkpoint(ckpt: dict[str, Any], where: str = "checkpoint") -> None
         detail = "; ".join(f"{n}: {', '.join(map(str, v[:3]))}{' ...' if len(v) > 3 else ''}"
                            for n, v in (("missing", missing), ("unexpected", unexpected), ("shape", shape)) if v)
         raise _bad(where, f"its weights do not fit {name} ({detail})")
+    _check_finite(sd, where, "the run diverged; use an earlier checkpoint or retrain with a lower train.lr")
+    _check_config(ckpt, name, where)
+
+
+def _check_model_args(name: Any, kwargs: Any, where: str, what: str = "") -> None:
+    """``name`` is a registered model and ``kwargs`` are its factory's arguments within :data:`KWARG_BOUNDS`."""
+    if not isinstance(name, str) or name not in MODELS:
+        raise _bad(where, f"unknown {what}model {name!r} (known: {', '.join(MODELS.names())})")
+    if not isinstance(kwargs, dict):
+        raise _bad(where, f"{what}model_kwargs is not a mapping")
+    params = inspect.signature(MODELS.get(name)).parameters
+    unknown = sorted(str(k) for k in kwargs if k not in params)
+    if unknown:
+        raise _bad(where, f"{what}model_kwargs {unknown} are not arguments of {name}")
+    for k, v in kwargs.items():
+        if k in KWARG_BOUNDS:
+            lo, hi = KWARG_BOUNDS[k]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise _bad(where, f"{what}model_kwargs {k}={v!r} is outside {lo}..{hi}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or abs(v) > 1e6:
+            raise _bad(where, f"{what}model_kwargs {k}={v!r} is not a finite number")
+
+
+def _state_dict(ckpt: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
+    sd = ckpt.get("state_dict")
+    if not isinstance(sd, dict) or not all(isinstance(t, torch.Tensor) for t in sd.values()):
+        raise _bad(where, "state_dict is not a mapping of names to tensors")
+    return sd
+
+
+def _check_finite(sd: dict[str, torch.Tensor], where: str, fix: str) -> None:
     bad = [k for k, t in sd.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
-        raise CheckpointError(f"{where}: weights {', '.join(bad[:3])} hold NaN or inf (the run diverged); use an "
-                              f"earlier checkpoint or retrain with a lower train.lr")
+        raise CheckpointError(f"{where}: weights {', '.join(bad[:3])} hold NaN or inf; {fix}")
+
+
+def _check_config(ckpt: dict[str, Any], name: str, where: str) -> None:
+    """The saved config (if any) is valid and trains the architecture of model ``name``."""
     config = ckpt.setdefault("config", {})
     if not isinstance(config, dict):
         raise _bad(where, "its saved config is not a mapping")
@@ -185,19 +202,67 @@ def is_compact_checkpoint(path: str | Path) -> bool:
     return isinstance(ckpt, dict) and "compact" in ckpt
 
 
+#: the model_kwargs of a compacted checkpoint (``bn_eps``: VGG's BN epsilon, not part of a state dict)
+COMPACT_KWARGS = ("num_classes", "in_channels", "bn_eps")
+
+
 def _validate_compact(ckpt: dict[str, Any], where: str) -> None:
-    """Checks of a compacted checkpoint before its network is rebuilt from the state dict's shapes (the
-    tensors are already in memory, so rebuilding allocates no more than they hold)."""
-    sd = ckpt.get("state_dict")
-    if not isinstance(sd, dict) or not all(isinstance(t, torch.Tensor) for t in sd.values()):
-        raise _bad(where, "state_dict is not a mapping of names to tensors")
-    if not isinstance(ckpt.get("compact"), dict) or not isinstance(ckpt.get("model_kwargs"), dict):
+    """A compacted checkpoint held to the standard of a plain one (:func:`validate_checkpoint`), before its
+    network is rebuilt: the source model it names is registered with bounded arguments, the model it names is
+    the one its tensors hold and was compacted from that source, its widths, latent maps and indices fit
+    the source (:func:`anpvs.compact.check_compact_state`, on the ``meta`` device), its tensors are finite,
+    its config trains the source's architecture, and its source, when that file is at hand, is the one it
+    was compacted from (SHA-256)."""
+    from .compact import check_compact_state, example_shape
+    from .metrics.efficiency import model_full_units
+
+    sd = _state_dict(ckpt, where)
+    info, kwargs = ckpt.get("compact"), ckpt.get("model_kwargs")
+    if not isinstance(info, dict) or not isinstance(kwargs, dict):
         raise _bad(where, "its compact / model_kwargs entries are not mappings")
-    if ckpt.get("model_name") not in ("lenet5_caffe_compact", "vgg16_compact"):
-        raise _bad(where, f"unknown compacted model {ckpt.get('model_name')!r}")
-    bad = [k for k, t in sd.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise CheckpointError(f"{where}: weights {', '.join(bad[:3])} hold NaN or inf; recompact a good checkpoint")
+    arch = "lenet5_caffe" if "conv1.weight" in sd else "vgg16" if "convs.0.weight" in sd else None
+    name = ckpt.get("model_name")
+    if not isinstance(name, str) or not name.endswith("_compact"):
+        raise _bad(where, f"it names model {name!r} but has a 'compact' entry, which only checkpoints written by "
+                          f"anpvs compact have")
+    if name != f"{arch}_compact":
+        held = f"a compacted {arch}" if arch else "not a compacted network"
+        raise _bad(where, f"it names model {name!r} but its weights are {held}")
+    src_name, src_kwargs = info.get("source_model_name"), info.get("source_model_kwargs")
+    _check_model_args(src_name, src_kwargs, where, "source ")
+    try:
+        with torch.device("meta"):
+            source = create_model(src_name, **src_kwargs)
+    except Exception as e:  # the factory refused the arguments
+        raise _bad(where, f"its source {src_name}({src_kwargs}) cannot be built ({type(e).__name__}: {e})") from None
+    if getattr(source, "arch", None) != arch:
+        raise _bad(where, f"its weights are a compacted {arch} but it names the source model {src_name!r}")
+    own = {"num_classes": source.num_classes, "in_channels": example_shape(source)[0]}
+    for k, v in kwargs.items():
+        eps_ok = k == "bn_eps" and not isinstance(v, bool) and isinstance(v, (int, float)) and 0 < v <= 1
+        if k not in COMPACT_KWARGS or (k in own and v != own[k]) or (k == "bn_eps" and not eps_ok):
+            raise _bad(where, f"model_kwargs {k}={v!r} does not fit its source model {src_name}")
+    units, full = info.get("source_active_units"), model_full_units(source)
+    if (not isinstance(units, list) or len(units) != len(full)
+            or not all(type(u) is int and 0 <= u <= f for u, f in zip(units, full, strict=True))):
+        raise _bad(where, f"source_active_units {str(units)[:80]} are not {len(full)} unit counts of {src_name}")
+    try:
+        check_compact_state(sd, source)
+    except ValueError as e:
+        raise _bad(where, str(e)) from None
+    _check_finite(sd, where, "recompact a good checkpoint")
+    _check_config(ckpt, src_name, where)
+    _check_source_hash(info, where)
+
+
+def _check_source_hash(info: dict[str, Any], where: str) -> None:
+    """The source checkpoint, when it is still at its recorded path, must be the file that was compacted."""
+    source, digest = info.get("source"), info.get("source_sha256")
+    if not isinstance(source, str) or not isinstance(digest, str) or len(digest) != 64:
+        raise _bad(where, "its compact entry lacks the source's path or SHA-256")
+    if Path(source).is_file() and sha256_file(source) != digest:
+        raise CheckpointError(f"{where} was compacted from {source!r}, which has changed since (its SHA-256 is no "
+                              f"longer {digest[:12]}...); compact it again: anpvs compact {source}")
 
 
 def _load_compact(path: str | Path, ckpt: dict[str, Any]) -> nn.Module:
@@ -246,7 +311,7 @@ def make_compact_checkpoint(net: nn.Module, source_ckpt: dict[str, Any], *, sour
     if "data" in source_ckpt:
         ckpt["data"] = source_ckpt["data"]
     ckpt["compact"] = {
-        "source": str(source),
+        "source": str(Path(source).resolve()),  # absolute, so that a later check finds the same file
         "source_sha256": source_sha256,
         "source_model_name": source_ckpt["model_name"],
         "source_model_kwargs": dict(source_ckpt["model_kwargs"]),

@@ -8,16 +8,18 @@ command, 1: the input or the run failed; 130/143: stopped by SIGINT/SIGTERM; doc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 # Only the version and the error types at import time: ``anpvs --version`` and ``--help`` load no torch;
 # each command imports what it runs.
 from ._version import __version__
-from .errors import AnpvsError, ConfigError, RunInterrupted, finite_float, seed_int
+from .errors import AnpvsError, ConfigError, RunInterrupted, StorageError, finite_float, seed_int, storage_error
 
 log = logging.getLogger("anpvs")
 
@@ -108,6 +110,8 @@ def _add_compact_parser(sub: argparse._SubParsersAction) -> None:
                    help="write a TorchScript or ONNX file instead (onnx needs pip install 'anpvs[onnx]')")
     p.add_argument("--out", help="output file (default: beside the checkpoint, e.g. checkpoint.compact.pt, "
                                  ".compact.ts, .compact.onnx)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file (the default output beside "
+                                                        "the checkpoint is always replaced)")
 
 
 def _add_check_parser(sub: argparse._SubParsersAction) -> None:
@@ -224,13 +228,12 @@ def _train_config(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
-    from .train import fit
-
-    cfg = _train_config(args)
+    cfg = _train_config(args)  # before torch is imported: a bad config is refused in a fraction of a second
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     from . import distributed
+    from .train import fit
 
     try:
         summary = fit(cfg, resume=args.resume, progress=not args.quiet, force=args.force)
@@ -241,11 +244,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _keep_result() -> Iterator[None]:
+    """A record computed but not written (full disk, quota, read-only file system) goes to standard output."""
+    try:
+        yield
+    except StorageError as e:
+        if e.result is None:
+            raise
+        import json
+
+        print(json.dumps(e.result, indent=2))
+        raise StorageError(f"{e.problem}; the command finished and its record is printed on standard output",
+                           e.action, then="save it from there (or rerun the command)") from e
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .checks import AnpvsEvaluationWarning
     from .jobs.evaluate import evaluate_checkpoint, format_eval
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _keep_result():
         warnings.simplefilter("ignore", AnpvsEvaluationWarning)  # format_eval prints them
         record = evaluate_checkpoint(
             args.checkpoint, attacks=args.attack or ["pgd"], eps=args.eps, step_size=args.step_size,
@@ -265,7 +283,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_compact(args: argparse.Namespace) -> int:
     from .export import compact_checkpoint, format_compact
 
-    print(format_compact(compact_checkpoint(args.checkpoint, out=args.out, export=args.export)))
+    print(format_compact(compact_checkpoint(args.checkpoint, out=args.out, export=args.export, force=args.force)))
     return 0
 
 
@@ -273,7 +291,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .checks import AnpvsEvaluationWarning
     from .jobs.check import check_checkpoint, format_check
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _keep_result():
         warnings.simplefilter("ignore", AnpvsEvaluationWarning)  # format_check prints them
         record = check_checkpoint(
             args.checkpoint, eps_values=args.eps_sweep, steps=args.steps, test_limit=args.test_limit,
@@ -354,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         fail(130, "interrupted; rerun with --resume to continue from the last finished epoch")
     except OSError as e:  # a file or folder the checks above could not foresee (full disk, permissions)
+        disk = storage_error(e, e.filename) if getattr(e, "filename", None) else None
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        fail(1, f"{e.strerror or type(e).__name__}{where}; check the path and its permissions")
+        fail(1, str(disk) if disk else f"{e.strerror or type(e).__name__}{where}; check the path and its permissions")
     except Exception as e:  # a bug: one line by default, the traceback with -v
         fail(1, f"internal error {type(e).__name__}: {e}; rerun with -v for the traceback and report it")
     return 0

@@ -73,6 +73,7 @@ __all__ = [
     "CompactVGG16",
     "ConstantInputConv2d",
     "attack_network",
+    "check_compact_state",
     "compact",
     "compact_from_state_dict",
     "compact_pair",
@@ -375,6 +376,85 @@ def compact_from_state_dict(state_dict: Mapping[str, Tensor], *, bn_eps: float =
     if "convs.0.weight" in state_dict:
         return CompactVGG16.from_state_dict(state_dict, bn_eps=bn_eps).eval()
     raise ValueError("not the state dict of a CompactLeNet5Caffe or CompactVGG16")
+
+
+def check_compact_state(state_dict: Mapping[str, Tensor], source: nn.Module) -> None:
+    """Raise ``ValueError`` (one line) unless ``state_dict`` is a compacted network of ``source``, the model it
+    was compacted from (built on the ``meta`` device: only its widths are read).
+
+    Every layer is 1 to the source's width wide, input channels and classes are the source's, latent maps are
+    exactly as wide as the source's latents and place at most the units the network computes, and every
+    index is an int64 in range; then the network is rebuilt on the ``meta`` device and the state dict must
+    fit it key for key and shape for shape. Nothing here allocates memory."""
+    def dims(key: str, ndim: int) -> tuple[int, ...]:
+        t = state_dict.get(key)
+        if not isinstance(t, Tensor) or t.dim() != ndim:
+            raise ValueError(f"{key} is missing or not a {ndim}-d tensor")
+        return tuple(t.shape)
+
+    if isinstance(source, LeNet5Caffe):
+        (c1, cin), c2 = dims("conv1.weight", 4)[:2], dims("conv2.weight", 4)[0]
+        (h4, f3), classes = dims("dense3.weight", 2), dims("dense4.weight", 2)[0]
+        got = {"conv1": c1, "conv2": c2, "dense3_in": f3, "dense3": h4}
+        full = {"conv1": source.conv1.out_channels, "conv2": source.conv2.out_channels,
+                "dense3_in": source.dense3.in_features, "dense3": source.dense3.out_features}
+        kept, fills = [c1, c2, h4], [full["conv1"], full["conv2"], full["dense3"]]
+        probes = [0, _rows(state_dict, "conv2_probe.weight"), _rows(state_dict, "dense3_probe.weight")]
+        flat = c2 * (full["dense3_in"] // full["conv2"])  # conv2 channels x 16 positions
+        if "dense3_index" in state_dict:
+            _check_index(state_dict, "dense3_index", f3, flat)
+        elif f3 != flat:
+            raise ValueError(f"dense3 takes {f3} inputs but conv2 gives {flat}")
+        source_in = source.conv1.in_channels
+    elif isinstance(source, VGG16):
+        n = len(source.convs)
+        widths = [dims(f"convs.{i}.weight", 4)[0] for i in range(n)]
+        cin, (hidden, classes) = dims("convs.0.weight", 4)[1], (dims("dense14.weight", 2)[0],
+                                                                dims("dense15.weight", 2)[0])
+        got = {**{f"conv{i + 1}": w for i, w in enumerate(widths)}, "dense14": hidden}
+        full = {**{f"conv{i + 1}": c.out_channels for i, c in enumerate(source.convs)},
+                "dense14": source.dense14.out_features}
+        kept, fills = [*widths, hidden, hidden], [*list(full.values())[:n], full["dense14"], full["dense14"]]
+        p14 = _rows(state_dict, "dense14_probe.weight")
+        probes = [0] * (n - 1) + [_rows(state_dict, "conv13_probe.weight"), p14, p14]
+        source_in = source.convs[0].in_channels
+    else:
+        raise TypeError(f"not a LeNet5-Caffe or VGG-16 source model: {type(source).__name__}")
+    outside = [f"{k}={v} (source {full[k]})" for k, v in got.items() if not 1 <= v <= full[k]]
+    outside += [f"probe of latent {i} {p} (source {w})"
+                for i, (p, w) in enumerate(zip(probes, fills, strict=True)) if p > w]
+    if outside:
+        raise ValueError(f"layer widths outside the source model's: {', '.join(outside)}")
+    if (cin, classes) != (source_in, source.num_classes):
+        raise ValueError(f"it takes {cin} input channels and predicts {classes} classes, its source model "
+                         f"{source_in} and {source.num_classes}")
+    try:
+        sizes = _LatentMaps.sizes(state_dict)
+    except KeyError as e:
+        raise ValueError(f"{e.args[0]} is missing") from None
+    if sizes is not None:
+        if len(sizes) != len(fills):
+            raise ValueError(f"{len(sizes)} latent maps, the source model has {len(fills)} latents")
+        for i, ((placed, width), k, p, w) in enumerate(zip(sizes, kept, probes, fills, strict=True)):
+            if width != w or not 0 <= placed - p <= k:
+                raise ValueError(f"latent map {i} places {placed} units in {width}; the source latent has {w} "
+                                 f"units, the network computes {k} + {p}")
+            _check_index(state_dict, f"latent_maps.index{i}", placed, w)
+    try:  # the exact keys and shapes, on the meta device
+        with torch.device("meta"):
+            compact_from_state_dict({k: v.to("meta") for k, v in state_dict.items()})
+    except (KeyError, RuntimeError, ValueError) as e:
+        detail = "; ".join(ln.strip() for ln in str(e).splitlines()[1:3]) or str(e)
+        raise ValueError(f"its tensors do not fit a compacted {source.arch} ({detail[:200]})") from None
+
+
+def _check_index(state_dict: Mapping[str, Tensor], key: str, n: int, bound: int) -> None:
+    """``state_dict[key]``: ``n`` distinct int64 indices in ``[0, bound)``."""
+    t = state_dict[key]
+    if t.dtype != torch.int64 or t.dim() != 1 or t.numel() != n:
+        raise ValueError(f"{key} is not {n} int64 indices")
+    if n and (int(t.min()) < 0 or int(t.max()) >= bound or t.unique().numel() != n):
+        raise ValueError(f"{key} holds indices outside 0..{bound - 1} or repeated ones")
 
 
 # --------------------------------------------------------------------------- folding helpers

@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, short
+from .io.yamlfile import YamlRefused, parse_yaml, read_yaml
 from .registry import METHODS, MODELS
 
 
@@ -39,6 +40,7 @@ class ModelConfig:
     mask_init: float | None = None  # initial a_uc of LeNet masks and VGG head masks (reference: -1.0)
     conv_mask_init: float | None = None  # initial a_uc of VGG conv masks (reference: 2.0)
     width: float | None = None  # width multiplier of VGG-16 (every layer; None = the paper's network, 1.0)
+    dropout_scale: float | None = None  # VGG-16's dropout rates times this (None = the paper's, 1.0; 0 = none)
 
 
 @dataclass
@@ -157,6 +159,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: the largest magnitude of a float setting: rates, weights, radii and fractions are far below it, and their
+#: products stay finite in float32 (``train.lr=1e300`` would overflow in the first optimizer step)
+MAX_FLOAT = 1e6
+
 #: a decimal number as text, e.g. "1e6" or "-2.5E-3" (YAML 1.1 leaves these as strings)
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -179,20 +185,20 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 return _coerce(key, value, arg)
             except ConfigError:
                 pass
-        raise ConfigError(f"{key}: expected {tp}, got {value!r}")
+        raise ConfigError(f"{key}: expected {tp}, got {short(value)}")
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {short(value)}")
         return [_coerce(key, v, item) for v in value]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        raise ConfigError(f"{key}: expected true/false, got {short(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {short(value)}")
     if tp is float:
         if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads 1e6 (no dot) as text
@@ -200,33 +206,38 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             try:
                 v = float(value)
             except OverflowError:
-                raise ConfigError(f"{key}: {value!r} is too large") from None
+                raise ConfigError(f"{key}: {short(value)} is too large") from None
             if not math.isfinite(v):
-                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+                raise ConfigError(f"{key}: expected a finite number, got {short(value)}")
+            if abs(v) > MAX_FLOAT:
+                raise ConfigError(f"{key}: {short(value)} is out of range (at most {MAX_FLOAT:g} in magnitude)")
             return v
         if isinstance(value, str) and value.strip().lower().lstrip("+-.") in ("nan", "inf", "infinity"):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a finite number, got {short(value)}")
+        raise ConfigError(f"{key}: expected a number, got {short(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {short(value)}")
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"epochs": 3}}`` -> ``{"train.epochs": 3}`` (sections are the Config's dataclass fields)."""
+    """``{"train": {"epochs": 3}}`` -> ``{"train.epochs": 3}`` (sections are the Config's dataclass fields).
+
+    A key given twice (``train.epochs: 3`` beside ``train: {epochs: 4}``) is a :class:`ConfigError`."""
     sections = set() if prefix else {f.name for f in dataclasses.fields(Config)
                                      if f.default_factory is not dataclasses.MISSING}
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and (k in sections):
-            out.update(flatten(v, prefix=f"{key}."))
-        else:
-            out[key] = v
+        nested = flatten(v, prefix=f"{key}.") if isinstance(v, dict) and (k in sections) else {key: v}
+        twice = [n for n in nested if n in out]
+        if twice:
+            raise ConfigError(f"{short(twice[0], 80)} is set twice (as a dotted key and in its section); keep one")
+        out.update(nested)
     return out
 
 
@@ -236,12 +247,12 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
     parts = key.split(".")
     for part in parts[:-1]:
         if not dataclasses.is_dataclass(obj) or part not in _field_types(type(obj)):
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+            raise ConfigError(f"unknown config key {short(key, 80)}; valid keys: {', '.join(valid_keys())}")
         obj = getattr(obj, part)
     types_ = _field_types(type(obj)) if dataclasses.is_dataclass(obj) else {}
     name = parts[-1]
     if name not in types_ or dataclasses.is_dataclass(getattr(obj, name)):
-        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+        raise ConfigError(f"unknown config key {short(key, 80)}; valid keys: {', '.join(valid_keys())}")
     setattr(obj, name, _coerce(key, value, types_[name]))
 
 
@@ -259,29 +270,29 @@ def valid_keys() -> list[str]:
 def parse_override(text: str) -> tuple[str, Any]:
     """``"train.epochs=5"`` -> ``("train.epochs", 5)``; values are parsed as YAML scalars/lists."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value, e.g. train.epochs=5")
+        raise ConfigError(f"override {short(text)} must look like key=value, e.g. train.epochs=5")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
+    except YamlRefused as e:
+        raise ConfigError(f"the value of {short(key.strip())} {e}") from None
     except yaml.YAMLError:
-        raise ConfigError(f"cannot parse the value of {key!r}: {raw!r}") from None
+        raise ConfigError(f"cannot parse the value of {short(key.strip())}: {short(raw)}") from None
     return key.strip(), value
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The flattened keys of a ``--config`` file (read with :func:`anpvs.io.yamlfile.read_yaml`: bounded size
+    and depth, no aliases, no duplicate keys)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} not found; pass an existing YAML file to --config")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {str(p)!r} is not a text (YAML) file") from None
-    except yaml.YAMLError as e:
-        first = str(e).splitlines()[0] if str(e) else "syntax error"
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML ({first})") from None
+    data = read_yaml(p, what="config file", error=ConfigError, fix="pass a YAML file of config keys to --config")
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys to values")
-    return flatten(data)
+    try:
+        return flatten(data)
+    except ConfigError as e:
+        raise ConfigError(f"config file {str(p)!r}: {e}") from None
 
 
 def build_config(overrides: dict[str, Any] | None = None, *, base: dict[str, Any] | None = None) -> Config:
@@ -290,9 +301,11 @@ def build_config(overrides: dict[str, Any] | None = None, *, base: dict[str, Any
     merged = {**(base or {}), **(overrides or {})}
     cfg = Config()
     dataset = merged.get("data.name", cfg.data.name)
-    if dataset not in PRESETS:
-        raise ConfigError(f"unknown dataset {dataset!r}; valid: {', '.join(PRESETS)}")
+    if not isinstance(dataset, str) or dataset not in PRESETS:
+        raise ConfigError(f"unknown dataset {short(dataset)}; valid: {', '.join(PRESETS)}")
     method = merged.get("method.name", cfg.method.name)
+    if not isinstance(method, str):
+        raise ConfigError(f"method.name: expected a string, got {short(method)}")
     # the method's preset (its class's ``preset``, next to its code) comes after the dataset's
     method_preset = getattr(METHODS.get(method), "preset", {}) if method in METHODS else {}
     for key, value in {**PRESETS[dataset], **method_preset, **merged}.items():

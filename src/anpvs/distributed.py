@@ -22,12 +22,24 @@ Without ``torchrun`` (``WORLD_SIZE`` unset or 1) everything here is a no-op.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from .errors import AnpvsError
+
+#: what gloo / nccl say when the process at the other end of a collective died (gloo: "Connection closed by
+#: peer ... typically caused by a remote worker crashing", "Connection reset by peer"; a hung peer: a timeout)
+_PEER_LOST = re.compile(r"by peer|broken pipe|timed? ?out|remote worker|connection refused", re.IGNORECASE)
+
+
+class RankLostError(AnpvsError, RuntimeError):
+    """Another process of a ``torchrun`` launch died (or hung) during a collective."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,22 @@ def device_for(device: torch.device, world: World) -> torch.device:
     return device
 
 
+def _collective(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, a collective; a peer that died becomes :class:`RankLostError` (one line) instead of gloo's
+    or nccl's error, which names neither the run nor what to do."""
+    try:
+        return fn(*args)
+    except RuntimeError as e:
+        if not isinstance(e, getattr(dist, "DistError", ())) and not _PEER_LOST.search(str(e)):
+            raise
+        world = current()
+        detail = " ".join(str(e).split())[:120]
+        raise RankLostError(f"rank {world.rank} of {world.size}: another rank of this torchrun launch died or "
+                            f"stopped answering ({detail}); see that rank's output for why, then rerun the same "
+                            f"torchrun command (train: with --resume, to continue from the last checkpoint)"
+                            ) from None
+
+
 def all_reduce_grads(params: Sequence[nn.Parameter]) -> None:
     """Average the gradients of ``params`` over ranks in one flat all-reduce.
 
@@ -96,7 +124,7 @@ def all_reduce_grads(params: Sequence[nn.Parameter]) -> None:
     if not world.enabled or not with_grad:
         return
     flat = torch.cat([p.grad.reshape(-1) for p in with_grad])
-    dist.all_reduce(flat)
+    _collective(dist.all_reduce, flat)
     flat /= world.size
     offset = 0
     for p in with_grad:
@@ -108,7 +136,7 @@ def all_reduce_grads(params: Sequence[nn.Parameter]) -> None:
 def all_reduce_sum(t: Tensor) -> Tensor:
     """Sum ``t`` over ranks (in place, returned); identity in a single process."""
     if current().enabled:
-        dist.all_reduce(t)
+        _collective(dist.all_reduce, t)
     return t
 
 
@@ -118,13 +146,13 @@ def all_gather_objects(obj: object) -> list[object]:
     if not world.enabled:
         return [obj]
     out: list[object] = [None] * world.size
-    dist.all_gather_object(out, obj)
+    _collective(dist.all_gather_object, out, obj)
     return out
 
 
 def barrier() -> None:
     if current().enabled:
-        dist.barrier()
+        _collective(dist.barrier)
 
 
 def shard_bounds(n: int, world: World) -> tuple[int, int]:

@@ -21,12 +21,14 @@ from tqdm.auto import tqdm
 from . import distributed
 from ._version import __version__
 from .attacks import autoattack_flags, eval_mode
+from .attacks.base import check_images
 from .checkpoint import git_commit
 from .compact import attack_network, compact_stats
 from .io.atomic import write_json
 from .metrics.efficiency import efficiency_report, model_full_units, weight_stats
 from .metrics.vulnerability import vulnerability
 from .pruning import active_units
+from .runtime import effective_precision
 from .step import autocast
 
 
@@ -66,7 +68,9 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[
     attacks = dict(attacks or {})
     if ensemble < 1:
         raise ValueError(f"ensemble must be >= 1, got {ensemble}")
+    check_images(images, "evaluate()'s images")
     device = next(model.parameters()).device
+    precision = effective_precision(precision, device, "precision")  # fp32 where bf16 would be emulated
     world = distributed.current()
     if world.enabled:  # under torchrun every rank evaluates its share of the test set; counts are summed
         lo, hi = distributed.shard_bounds(len(images), world)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from .attacks import OptionalDependencyError
 from .checkpoint import atomic_save, load_model, make_compact_checkpoint, sha256_file
 from .compact import compact, compact_stats, compact_widths, deployable, example_shape, is_compact
 from .config import ConfigError
-from .io.atomic import atomic_write
+from .errors import AnpvsError, OutputError, check_output_file
+from .io.atomic import atomic_stream, atomic_write
 
 __all__ = ["EXPORT_ATOL", "EXPORT_FORMATS", "ExportError", "compact_checkpoint", "export_onnx",
            "export_torchscript", "reference_images"]
@@ -36,8 +38,8 @@ EXPORT_ATOL = 1e-5
 _SUFFIX = {None: ".compact.pt", "torchscript": ".compact.ts", "onnx": ".compact.onnx"}
 
 
-class ExportError(RuntimeError):
-    """An exported file that does not reproduce the network's logits."""
+class ExportError(AnpvsError, RuntimeError):
+    """An exported file that does not reproduce the network's logits (or logits that are not finite)."""
 
 
 def reference_images(shape: tuple[int, ...], n: int = 64) -> Tensor:
@@ -58,7 +60,7 @@ def export_torchscript(net: nn.Module, example: Tensor, path: str | Path) -> flo
         warnings.simplefilter("ignore", DeprecationWarning)
         with torch.no_grad():
             traced = torch.jit.trace(net, example[:1])
-        _save(lambda tmp: torch.jit.save(traced, tmp), path)
+        atomic_stream(path, lambda f: torch.jit.save(traced, f))  # a file object: a full disk stays an OSError
         loaded = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
         return float((loaded(example) - net(example)).abs().max())
@@ -99,12 +101,13 @@ def _save(write, path: str | Path) -> None:
 
 
 def compact_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None,
-                       export: str | None = None) -> dict[str, Any]:
+                       export: str | None = None, force: bool = False) -> dict[str, Any]:
     """Compact the model of ``checkpoint`` and write it to ``out`` as an anpvs checkpoint (``export=None``,
     default ``<stem>.compact.pt`` beside the source) or as a ``"torchscript"`` / ``"onnx"`` file (default
     ``<stem>.compact.ts`` / ``.compact.onnx``). An already compacted checkpoint can be exported, not
     compacted again. Returns a summary: ``out``, ``format``, ``widths``, sizes, and for exports the largest
-    absolute logit difference against the network (``max_abs_diff``, None if onnxruntime is missing)."""
+    absolute logit difference against the network (``max_abs_diff``, None if onnxruntime is missing).
+    An existing ``out`` other than the default path is replaced only with ``force``."""
     if export not in _SUFFIX:
         raise ConfigError(f"unknown export format {export!r}; valid: {', '.join(EXPORT_FORMATS)}")
     src = Path(checkpoint)
@@ -121,9 +124,12 @@ def compact_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None,
             raise ConfigError(f"anpvs compact supports LeNet5-Caffe and VGG-16 models; {str(src)!r} holds "
                               f"{ckpt['model_name']}") from None
     stem = src.name[:-len(".compact.pt")] if src.name.endswith(".compact.pt") else src.stem
-    dest = Path(out) if out else src.with_name(stem + _SUFFIX[export])
-    if dest.resolve() == src.resolve():
+    default = src.with_name(stem + _SUFFIX[export])
+    if out is not None and str(out).strip() and Path(out).resolve() == src.resolve():
         raise ConfigError(f"refusing to overwrite the input checkpoint {str(src)!r}; choose another --out")
+    dest = check_output_file(default if out is None else out, inputs=[src], example=default.name)
+    if out is not None and dest.exists() and not force and dest.resolve() != default.resolve():
+        raise OutputError(f"--out {str(dest)!r} already exists; pass --force to replace it, or choose another --out")
     stats = compact_stats(net)
     summary: dict[str, Any] = {"source": str(src), "out": str(dest), "format": export or "checkpoint",
                                "model": ckpt["model_name"], "widths": compact_widths(net),
@@ -143,6 +149,9 @@ def compact_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None,
     summary["checked_on"] = ("real MNIST digits (bundled sample)" if tuple(example.shape[1:]) == (1, 28, 28)
                              else "seeded uniform images")
     summary["checked_images"] = len(example)
+    if diff is not None and not math.isfinite(diff):  # NaN > EXPORT_ATOL is False: test finiteness first
+        raise ExportError(f"the network of {str(src)!r} or its {export} file {str(dest)!r} gives NaN or inf logits "
+                          f"on the check images (its outputs overflow); do not use the file, check the checkpoint")
     if diff is not None and diff > EXPORT_ATOL:
         raise ExportError(f"the {export} file {str(dest)!r} differs from the network by {diff:.3g} "
                           f"(> {EXPORT_ATOL:g}) in its logits")

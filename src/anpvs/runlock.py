@@ -7,15 +7,22 @@ removed when the run ends; a process that locked a file just removed by its hold
 now names another file (or none) and tries again, so two processes never hold "the" lock at once.
 Where ``fcntl`` does not exist, the file is created with ``O_EXCL`` and a lock whose pid is no longer
 alive is taken over.
+
+A run folder may come from someone else (a tarball, shared storage): the lock and the marker are opened with
+``O_NOFOLLOW``, a lock file that is not a plain file of one link is refused instead of truncated, and
+:func:`refuse_links` stops a run whose own files are symbolic links, before anything is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import link_error
+from .io.atomic import pid_alive
 from .io.rundir import CHECKPOINT, CONFIG, LOCK, LOG, MARKER, RunDir
 
 LOCK_NAME = LOCK
@@ -37,6 +44,27 @@ def foreign_entries(run_dir: Path) -> list[str]:
     return names
 
 
+def refuse_links(run_dir: Path) -> None:
+    """:class:`~anpvs.errors.UnsafePathError` naming the first of the run's own files that is a symbolic link:
+    writing it would write wherever the link points (or replace a link someone made on purpose)."""
+    for name in RUN_FILES:
+        if (Path(run_dir) / name).is_symlink():
+            raise link_error(Path(run_dir) / name)
+
+
+def mark_run(run_dir: Path) -> bool:
+    """Create the anpvs-run marker of ``run_dir`` unless it exists (never through a symbolic link); returns
+    whether this call created it."""
+    path = Path(run_dir) / MARKER_NAME
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666))
+    except FileExistsError:
+        if path.is_symlink():
+            raise link_error(path) from None
+        return False
+    return True
+
+
 def clean_partial_writes(run_dir: Path) -> list[Path]:
     """Delete ``.checkpoint.pt.*.tmp`` files left by a write that was killed (call while holding the lock)."""
     removed = []
@@ -53,16 +81,6 @@ def _rank() -> int:
         return int(os.environ.get("RANK", "0"))
     except ValueError:
         return 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunLock:
@@ -87,7 +105,7 @@ class RunLock:
         except ImportError:  # pragma: no cover  (Windows)
             return self._acquire_exclusive_create()
         for _ in range(100):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open(os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -95,7 +113,7 @@ class RunLock:
                 os.close(fd)
                 raise self._busy(holder) from None
             try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                same = os.lstat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
             if not same:  # the holder removed the file between our open and our lock: lock the new one
@@ -107,13 +125,35 @@ class RunLock:
             return self
         raise self._busy("")  # pragma: no cover
 
+    def _open(self, flags: int) -> int:
+        """``os.open`` of the lock file, never through a symbolic link and never of anything but a plain file of
+        one link (truncating it would destroy whatever it is)."""
+        from .errors import UnsafePathError
+
+        try:
+            fd = os.open(self.path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o644)
+        except OSError:
+            if self.path.is_symlink():
+                raise link_error(self.path) from None
+            if self.path.exists() and not self.path.is_file():
+                raise UnsafePathError(f"{str(self.path)!r} is not a plain file; anpvs locks a run with a file of "
+                                      f"that name: remove it and rerun") from None
+            raise
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            what = "has other hard links" if stat.S_ISREG(st.st_mode) else "is not a plain file"
+            raise UnsafePathError(f"{str(self.path)!r} {what}; anpvs writes its pid into the lock file of a run "
+                                  f"and would change them too: remove it and rerun")
+        return fd
+
     def _acquire_exclusive_create(self) -> RunLock:  # pragma: no cover  (Windows)
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = self._open(os.O_RDWR | os.O_CREAT | os.O_EXCL)
             except FileExistsError:
                 text = self.path.read_text(errors="replace").strip()
-                if text.isdigit() and not _pid_alive(int(text)):
+                if text.isdigit() and not pid_alive(int(text)):
                     self.path.unlink(missing_ok=True)  # stale: its holder is gone
                     continue
                 raise self._busy(text) from None
@@ -149,4 +189,5 @@ def locked_run(run_dir: Path) -> Iterator[RunLock]:
         yield lock
 
 
-__all__ = ["LOCK_NAME", "MARKER_NAME", "RunLock", "clean_partial_writes", "foreign_entries", "locked_run"]
+__all__ = ["LOCK_NAME", "MARKER_NAME", "RunLock", "clean_partial_writes", "foreign_entries", "locked_run", "mark_run",
+           "refuse_links"]

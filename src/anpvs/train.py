@@ -34,15 +34,15 @@ from .checkpoint import (
 )
 from .config import Config, config_from_dict
 from .data import BatchLoader, load_dataset
-from .errors import OutputError, RunInterrupted, TrainingError
+from .errors import OutputError, RunInterrupted, StorageError, TrainingError
 from .evaluate import evaluate
 from .guards import DivergenceGuard, checkpoint_note
-from .io.atomic import write_text
+from .io.atomic import append_text, write_text
 from .io.rundir import RunDir
 from .methods import METHODS, Method, build_method
 from .models import MODELS, create_model
-from .runlock import MARKER_NAME, RunLock, clean_partial_writes, foreign_entries
-from .runtime import resolve_device, seed_everything
+from .runlock import MARKER_NAME, RunLock, clean_partial_writes, foreign_entries, mark_run, refuse_links
+from .runtime import effective_precision, resolve_device, seed_everything
 from .sparsifiers import sparsifiers_of
 from .step import TrainStep, build_optimizers, lr_depends_on_total, lr_factor, make_optimizer, split_parameters
 
@@ -140,6 +140,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True, force: bool
     try:
         with RunLock(run_dir):
             clean_partial_writes(run_dir)
+            refuse_links(run_dir)  # a run folder from elsewhere: its files must not lead anywhere else
             return _fit_marked(cfg, run_dir, resume=resume, progress=progress)
     finally:
         if created and run_dir.is_dir() and not any(run_dir.iterdir()):
@@ -149,9 +150,7 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True, force: bool
 def _fit_marked(cfg: Config, run_dir: Path, *, resume: bool, progress: bool) -> dict[str, Any]:
     """:func:`_fit` with the anpvs-run marker (kept once the run wrote its config) and the interrupt message."""
     marker = run_dir / MARKER_NAME
-    wrote_marker = not (run_dir / "checkpoint.pt").exists() and not marker.exists()
-    if wrote_marker:
-        marker.touch()
+    wrote_marker = not (run_dir / "checkpoint.pt").exists() and mark_run(run_dir)
     try:
         try:
             return _fit(cfg, resume=resume, progress=progress)
@@ -213,6 +212,7 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
     device = resolve_device(cfg.device)
     world = distributed.setup(device)
     device = distributed.device_for(device, world)
+    precision = effective_precision(cfg.train.precision, device)  # fp32 where bf16 would be emulated
     if cfg.train.batch_size % world.size:
         raise TrainingError(f"train.batch_size={cfg.train.batch_size} is the global batch and must be a multiple "
                             f"of the {world.size} processes; pick another --batch-size or --nproc_per_node")
@@ -261,6 +261,8 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
         start_epoch = state["epoch"]
         guard.load_state_dict(state.get("guard"))
         log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
+    for s in opt.sparsifiers:  # e.g. a unit budget cut on the init's masks before the first step
+        s.on_train_start(model)
 
     log_path = run_dir / "log.jsonl"
     if world.is_main:
@@ -286,7 +288,7 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
             raise TrainingError(f"{bad[0]} became {out[bad[0]].item()} at epoch {epoch + 1}; "
                                 f"{checkpoint_note(run_dir, epoch)}; lower train.lr or check the data")
 
-    step = TrainStep(method, model, opt, precision=cfg.train.precision, check=check_loss,
+    step = TrainStep(method, model, opt, precision=precision, check=check_loss,
                      grad_sync=distributed.all_reduce_grads if world.enabled else None)
     if cfg.train.compile:
         compile_model(model)
@@ -338,9 +340,15 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
             log=epoch_log, guard=guard.state_dict(),
         )
         if world.is_main:
-            atomic_save(ckpt, ckpt_path)
-            with log_path.open("a") as f:
-                f.write(json.dumps(epoch_log[-1]) + "\n")
+            done = epoch
+            try:
+                atomic_save(ckpt, ckpt_path)
+                done = epoch + 1
+                append_text(log_path, json.dumps(epoch_log[-1]) + "\n")
+            except StorageError as e:  # full disk, quota, read-only: the last checkpoint stays and resumes
+                raise StorageError(f"{e.problem}; {checkpoint_note(run_dir, done)}", e.action,
+                                   then=f"resume with anpvs train --resume --out {str(run_dir)!r}" if done
+                                   else "rerun the command") from e
             log.info("epoch %d/%d %s", epoch + 1, cfg.train.epochs, _brief(metrics))
         distributed.barrier()
     return {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "epoch": cfg.train.epochs, "metrics": metrics}

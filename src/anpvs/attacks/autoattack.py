@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,6 +25,8 @@ _AA_NORMS = {"linf": "Linf", "l2": "L2"}
 VERSIONS = ("standard", "plus", "rand")
 #: the logger through which pyautoattack reports its own reliability checks
 AA_LOGGER = "auto-attack"
+
+log = logging.getLogger(__name__)
 
 
 class OptionalDependencyError(AnpvsError, ImportError):
@@ -72,6 +76,30 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+class _Progress(logging.Handler):
+    """The handler of the private logger an AutoAttack run with ``progress`` logs to: at the start of each stage
+    (APGD-CE, APGD-T, FAB-T, Square) one INFO line of :data:`log` naming it, with the accuracy so far and the
+    time spent; every record that the ``auto-attack`` logger would pass on goes on there (so
+    :func:`autoattack_flags` still collects the reliability warnings)."""
+
+    def __init__(self, n: int, stages: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.n, self.stages, self.t0, self.accuracy = n, stages, time.time(), ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        stage = msg.removeprefix("running ")
+        if stage in self.stages and self.accuracy != "0.00%":  # with no robust point left the stage is skipped
+            log.info("AutoAttack on %d images: %s (%d/%d)%s, %.0f s", self.n, stage, self.stages.index(stage) + 1,
+                     len(self.stages), f", accuracy so far {self.accuracy}" if self.accuracy else "",
+                     time.time() - self.t0)
+        elif found := re.search(r"accuracy.*: ([\d.]+%)", msg):
+            self.accuracy = found.group(1)
+        aa_logger = logging.getLogger(AA_LOGGER)
+        if aa_logger.isEnabledFor(record.levelno):
+            aa_logger.handle(record)
+
+
 class _LogitsOnly(nn.Module):
     """Hands AutoAttack a module whose forward returns one ``(N, C)`` tensor (auto-attack#83)."""
 
@@ -99,6 +127,8 @@ class AutoAttack:
         norm: ``"linf"`` or ``"l2"``.
         version: ``"standard"``, ``"plus"`` or ``"rand"``.
         seed: seed of AutoAttack's random restarts (fixed so that reruns agree).
+        progress: log a line as each of its attacks starts (``anpvs eval`` without ``--quiet``): a standard
+            AutoAttack of a few hundred images runs for minutes.
 
     Shape: x (N, C, H, W) in [0, 1]; y (N,). Returns detached adversarial images on x's device. The model runs
     in eval mode (every module's flag is restored afterwards) and must return logits. Points the model already
@@ -114,6 +144,7 @@ class AutoAttack:
     norm: str = "linf"
     version: str = "standard"
     seed: int = 0
+    progress: bool = False
 
     def __post_init__(self) -> None:
         if self.eps < 0:
@@ -130,6 +161,9 @@ class AutoAttack:
         with eval_mode(model):
             adversary = aa_cls(_LogitsOnly(model).eval(), eps=self.eps, norm=_AA_NORMS[self.norm], seed=self.seed,
                                version=self.version, device=x.device)
+            if self.progress:  # pyautoattack logs its stages at DEBUG to "auto-attack"; a private logger hears them
+                adversary.logger = logging.Logger(f"{AA_LOGGER}.progress", logging.DEBUG)
+                adversary.logger.addHandler(_Progress(len(x), list(adversary.attacks_to_run)))
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=max(len(x), 1))
         return x_adv.detach().to(x.device).clamp_(0.0, 1.0)
 
@@ -146,4 +180,4 @@ __all__ = ["INSTALL_HINT", "AutoAttack", "OptionalDependencyError", "autoattack_
 def autoattack_attack(spec: ThreatSpec) -> AutoAttack:
     # a model with sampled weights is a randomized defense: AutoAttack's "rand" version (EOT)
     return AutoAttack(eps=spec.eps, norm=spec.norm, version="rand" if spec.sampled_weights else "standard",
-                      seed=spec.seed)
+                      seed=spec.seed, progress=spec.progress)

@@ -44,6 +44,18 @@ def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(True)
 
 
+def check_images(x: Tensor, what: str = "images") -> None:
+    """Raise ``ValueError`` unless the float images ``x`` are finite and in [0, 1] (one reduction).
+
+    Attacks and the evaluation work in pixel units of [0, 1] images: NaN images give NaN vulnerabilities and
+    [0, 255] images an attack radius 255 times too small, without any other sign."""
+    if x.is_floating_point() and x.numel():
+        lo, hi = torch.aminmax(x.detach())
+        if not (bool(lo >= 0) and bool(hi <= 1)):  # NaN fails both comparisons
+            raise ValueError(f"{what} must be finite and in [0, 1] (uint8 pixels divided by 255); got values in "
+                             f"[{float(lo):g}, {float(hi):g}]")
+
+
 def _per_example_norm(v: Tensor) -> Tensor:
     return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
 
@@ -61,6 +73,7 @@ class ThreatSpec:
     eot: int = 1
     seed: int = 0
     sampled_weights: bool = False  # the model samples its weights at test time (randomized defense)
+    progress: bool = False  # long attacks (AutoAttack) log a line per stage
 
 
 class Ball:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..registry import ATTACKS, Registry
-from .base import NORMS, Ball, ThreatSpec, eval_mode, frozen_parameters
+from .base import NORMS, Ball, ThreatSpec, check_images, eval_mode, frozen_parameters
 
 ATTACK_LOSSES: Registry[Callable[[Tensor, Tensor, Tensor | None], Tensor]] = Registry("attack loss")
 
@@ -77,6 +77,7 @@ class PGD:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         x = x.detach()
+        check_images(x, "PGD's input images")
         loss_fn = ATTACK_LOSSES.get(self.loss)
         # enable_grad: called under torch.no_grad() the steps would have no input gradient and the attack
         # would silently stay at its random start

@@ -17,10 +17,10 @@ MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 
 
 def read_json(path: str | Path) -> Any | None:
-    """The JSON document at ``path``, or None when it is missing or unreadable."""
+    """The JSON document at ``path``, or None when it is missing or unreadable (or nested thousands deep)."""
     try:
         return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

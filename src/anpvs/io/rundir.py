@@ -96,46 +96,75 @@ class RunDir:
         return [json.loads(ln) for ln in self.log.read_text().splitlines() if ln.strip()]
 
 
+def outside(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> str | None:
+    """Where ``path`` really leads (symbolic links followed) when that is outside ``folder``'s own resolved
+    path, else None: a link inside a folder from elsewhere (a tarball, shared storage) that leads out of it."""
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError):  # a loop of symbolic links (RuntimeError before Python 3.13)
+        return "a loop of symbolic links"
+    return None if real.is_relative_to(Path(folder).resolve()) else repr(str(real)[:120])
+
+
+def check_inside(folder: str | os.PathLike[str], path: str | os.PathLike[str],
+                 error: type[Exception] | None = None) -> Path:
+    """``path``, after checking that it does not lead out of ``folder`` through a symbolic link; ``error`` (default
+    :class:`~anpvs.errors.UnsafePathError`) with a one-line message naming the link otherwise."""
+    real = outside(folder, path)
+    if real is not None:
+        from ..errors import UnsafePathError
+
+        raise (error or UnsafePathError)(
+            f"{str(path)!r} leads outside {str(folder)!r} (through a symbolic link, to {real}); anpvs never reads "
+            f"or writes outside the folder it is given: replace the link with the folder itself")
+    return Path(path)
+
+
 class ReproDir:
-    """The files of a reproduction (``anpvs reproduce --out DIR``) and its one manifest reader."""
+    """The files of a reproduction (``anpvs reproduce --out DIR``) and its one manifest reader.
+
+    Every path it gives is checked not to lead out of DIR through a symbolic link (:func:`check_inside`)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
+    def _inside(self, path: Path) -> Path:
+        return check_inside(self.path, path)
+
     @property
     def manifest(self) -> Path:
-        return self.path / "reproduce.json"
+        return self._inside(self.path / "reproduce.json")
 
     @property
     def protocol(self) -> Path:
-        return self.path / "protocol.yaml"
+        return self._inside(self.path / "protocol.yaml")
 
     @property
     def runs(self) -> Path:
-        return self.path / "runs"
+        return self._inside(self.path / "runs")
 
     def source(self) -> RunDir:
-        return RunDir(self.runs / "source")
+        return RunDir(self._inside(self.runs / "source"))
 
     def pretrain(self, name: str) -> RunDir:
-        return RunDir(self.runs / "pretrain" / name)
+        return RunDir(self._inside(self.runs / "pretrain" / name))
 
     def row(self, key: str, seed: int) -> RunDir:
-        return RunDir(self.runs / key / f"seed{seed}")
+        return RunDir(self._inside(self.runs / key / f"seed{seed}"))
 
     def run(self, relative: str) -> RunDir:
         """A run folder named as in the manifest's ``runs`` (relative to DIR)."""
-        return RunDir(self.path / relative)
+        return RunDir(self._inside(self.path / relative))
 
     def table(self, ext: str) -> Path:
-        return self.path / f"table.{ext}"
+        return self._inside(self.path / f"table.{ext}")
 
     @property
     def figures(self) -> Path:
-        return self.path / "figures"
+        return self._inside(self.path / "figures")
 
     def audit(self, ext: str) -> Path:
-        return self.path / f"audit.{ext}"
+        return self._inside(self.path / f"audit.{ext}")
 
     def read_manifest(self, error: type[Exception]) -> dict[str, Any]:
         """``reproduce.json``, checked; ``error`` (one line) when the folder is not a reproduction or the
@@ -154,7 +183,7 @@ def read_manifest(path: Path, error: type[Exception]) -> dict[str, Any]:
     fix = f"rerun anpvs reproduce --out {str(path.parent)!r} to rewrite it"
     try:
         manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise error(f"{str(path)!r} is not valid JSON ({type(e).__name__}); {fix}") from None
     ok = (isinstance(manifest, dict) and isinstance(manifest.get("runs"), dict)
           and all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["runs"].items())
@@ -166,10 +195,13 @@ def read_manifest(path: Path, error: type[Exception]) -> dict[str, Any]:
           and isinstance(manifest.get("figures") or {}, dict))
     if not ok:
         raise error(f"{str(path)!r} lacks the runs, seeds or rows of a reproduction manifest; {fix}")
-    outside = [v for v in manifest["runs"].values() if Path(v).is_absolute() or ".." in Path(v).parts]
-    if outside:  # a manifest from elsewhere must not send the audit to checkpoints outside its folder
-        raise error(f"{str(path)!r} names a run outside its folder ({outside[0]!r}); {fix}")
+    away = [v for v in manifest["runs"].values() if Path(v).is_absolute() or ".." in Path(v).parts]
+    if away:  # a manifest from elsewhere must not send the audit to checkpoints outside its folder
+        raise error(f"{str(path)!r} names a run outside its folder ({away[0][:120]!r}); {fix}")
+    for v in manifest["runs"].values():  # nor may a symbolic link in the folder
+        check_inside(path.parent, path.parent / v, error)
     return manifest
 
 
-__all__ = ["CHECKPOINT", "CONFIG", "LOCK", "LOG", "MARKER", "ReproDir", "RunDir", "read_manifest"]
+__all__ = ["CHECKPOINT", "CONFIG", "LOCK", "LOG", "MARKER", "ReproDir", "RunDir", "check_inside", "outside",
+           "read_manifest"]

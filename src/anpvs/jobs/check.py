@@ -11,7 +11,7 @@ import torch
 
 from ..checkpoint import is_compact_checkpoint
 from ..checks import check_eps_sweep, check_model, check_robust_above_clean, eps_sweep, sweep_eps
-from ..errors import ConfigError, check_output_file
+from ..errors import ConfigError, StorageError, check_output_file
 from ..evaluate import evaluation_record, write_record
 from ..io.rundir import RunDir
 from .context import check_batch_size, open_run, sampling_setup
@@ -62,7 +62,11 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
         metrics={"n": len(data.test), "clean_acc": clean_acc, "sweep": rows}, checkpoint=str(checkpoint),
         extra={"checks": found, "warnings": all_warnings, "probe_size": len(x),
                "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-    write_record(record, out)
+    try:
+        write_record(record, out)
+    except StorageError as err:  # the disk filled up during the checks: keep their result for the caller
+        err.result = record
+        raise
     record["record_path"] = str(out)
     return record
 

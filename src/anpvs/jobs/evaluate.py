@@ -13,28 +13,33 @@ import torch
 from ..attacks import ThreatSpec, eval_mode
 from ..checkpoint import CheckpointError, is_compact_checkpoint, load_model
 from ..checks import check_metrics
-from ..errors import ConfigError, check_output_file
+from ..config import MAX_FLOAT
+from ..errors import ConfigError, StorageError, check_output_file
 from ..evaluate import efficiency, evaluate, evaluation_record, write_record
 from ..io.rundir import RunDir
+from ..methods.target import asked_target
 from ..registry import ATTACKS
+from ..runtime import effective_precision
 from .context import check_batch_size, open_run, sampling_setup
 
 log = logging.getLogger(__name__)
 
-def _check_source(source: torch.nn.Module, src_ckpt: dict[str, Any], ckpt: dict[str, Any], x: torch.Tensor) -> None:
-    """The black-box source must predict the same classes from the same images as the target."""
-    if src_ckpt["model_kwargs"].get("num_classes") != ckpt["model_kwargs"].get("num_classes"):
-        raise ConfigError("the black-box source predicts a different number of classes than the target")
+def _check_source(source: torch.nn.Module, src_ckpt: dict[str, Any], ckpt: dict[str, Any], x: torch.Tensor,
+                  num_classes: int) -> None:
+    """The black-box source must take the target's images and predict the same classes (the input shape first:
+    a VGG-16 source of a LeNet target fails there, whatever the classes)."""
     shapes = [c.get("data", {}).get("input_shape") for c in (ckpt, src_ckpt)]
     if None not in shapes and list(shapes[0]) != list(shapes[1]):
         raise ConfigError(f"the black-box source was trained on images of shape {tuple(shapes[1])}, "
                           f"the target on {tuple(shapes[0])}")
     try:
         with torch.no_grad(), eval_mode(source):
-            source(x)
+            classes = source(x).shape[-1]
     except RuntimeError:
         raise ConfigError(f"the black-box source does not accept the target's test images of shape "
                           f"{tuple(x.shape[1:])}") from None
+    if classes != num_classes:
+        raise ConfigError(f"the black-box source predicts {classes} classes, the target's dataset has {num_classes}")
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[str, ...] = ("pgd",),
@@ -69,29 +74,30 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
     steps = e.steps if steps is None else steps
     restarts = e.restarts if restarts is None else restarts
     norm = norm or cfg.attack.norm
-    if eps < 0 or step_size <= 0 or steps < 1 or restarts < 1:
-        raise ConfigError(f"invalid attack: eps={eps} must be >= 0, step_size={step_size} > 0, "
-                          f"steps={steps} >= 1, restarts={restarts} >= 1")
+    if not (0 <= eps <= MAX_FLOAT and 0 < step_size <= MAX_FLOAT) or steps < 1 or restarts < 1:
+        raise ConfigError(f"invalid attack: eps={eps} must be in [0, {MAX_FLOAT:g}], step_size={step_size} in "
+                          f"(0, {MAX_FLOAT:g}], steps={steps} >= 1, restarts={restarts} >= 1")
     if precision not in (None, "fp32", "bf16"):
         raise ConfigError(f"--precision must be fp32 or bf16 (got {precision!r})")
+    precision = effective_precision(precision or e.precision, dev, "eval precision")  # no emulated bf16
     if test_limit is not None and test_limit < 1:
         raise ConfigError(f"--test-limit must be >= 1 (got {test_limit})")
     eot, ensemble = sampling_setup(model, sample_weights, eot, ensemble)
     if "autoattack" in attacks and "pgd" not in attacks:  # AutoAttack is reported beside PGD, never instead
         attacks = ["pgd", *attacks]
     spec = ThreatSpec(eps=eps, step_size=step_size, steps=steps, restarts=restarts, norm=norm, eot=eot, seed=seed,
-                      sampled_weights=sample_weights)
+                      sampled_weights=sample_weights, progress=progress)
     built = {name: ATTACKS.get(name)(spec) for name in dict.fromkeys(attacks)}
     src_model = None
     if source is not None:
         src_model, src_ckpt = load_model(source, map_location=dev)
     data = run.test_data(data_dir=data_dir, test_limit=test_limit or cfg.data.test_limit)
     if src_model is not None:
-        _check_source(src_model, src_ckpt, ckpt, data.test.images[:1].to(dev).float().div(255))
+        _check_source(src_model, src_ckpt, ckpt, data.test.images[:1].to(dev).float().div(255), data.num_classes)
     t0 = time.time()
     metrics = evaluate(model, data.test.images, data.test.labels, built, source=src_model,
                        batch_size=batch_size or e.batch_size, seed=seed, progress=progress, ensemble=ensemble,
-                       precision=precision or e.precision)
+                       precision=precision)
     metrics.update(efficiency(model, latency=e.latency if latency is None else latency))
     metrics["eval_time_s"] = round(time.time() - t0, 1)
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
@@ -101,15 +107,20 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
     attack_desc = {"name": "+".join(built), "norm": norm, "eps": eps, "eps_units": "pixel ([0,1] images)",
                    "step_size": step_size, "steps": steps, "restarts": restarts, "random_start": True,
                    "attack_seed": seed, "eot": eot, "sampled_weights": sample_weights, "ensemble": ensemble,
-                   "precision": precision or e.precision, "eps_source": threat_source}
+                   "precision": precision, "eps_source": threat_source}
     if "autoattack" in built:
         attack_desc["autoattack"] = built["autoattack"].describe()
     record = evaluation_record(
         model_name=ckpt["model_name"], method=cfg.method.name, dataset=data.name, seed=cfg.seed,
         attack=attack_desc, metrics=metrics, checkpoint=str(checkpoint), source=str(source) if source else None,
-        extra={"data_source": data.source, "epochs": ckpt.get("epoch"), "warnings": check_metrics(metrics)})
+        extra={"data_source": data.source, "epochs": ckpt.get("epoch"), "warnings": check_metrics(metrics),
+               **asked_target(cfg)})  # a unit target beside the achieved metrics["unit_sparsity"]
     if world.is_main:
-        write_record(record, out)
+        try:
+            write_record(record, out)
+        except StorageError as err:  # the disk filled up during the evaluation: keep its result for the caller
+            err.result = record
+            raise
     record["record_path"] = str(out)
     return record
 

@@ -11,6 +11,7 @@ import numpy as np
 from torch import Tensor
 
 from ...errors import AnpvsError
+from ...io.atomic import atomic_stream
 
 
 class FiguresUnavailable(AnpvsError, RuntimeError):
@@ -53,9 +54,9 @@ def _margins(fig, *, top: float = 0.8, bottom: float = 0.55, left: float = 0.6, 
 
 
 def _save(fig, path: str | Path) -> Path:
+    """``fig`` as a PNG through the one atomic writer (never through a symbolic link)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_stream(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     return path
 
 

@@ -6,9 +6,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ...config import ConfigError, flatten
+from ...errors import short
+from ...io.yamlfile import read_yaml
 from ...paper_results import TABLES, paper_labels
 
 #: shipped protocol scales (not every table has every scale: :func:`available_scales`)
@@ -21,11 +21,17 @@ _ROW_KEYS = {"label", "method", "init", "ablation", "sampled_eval", "aa_sampled"
 _AA_KEYS = {"test_limit", "seeds", "extra"}
 _AA_EXTRA_KEYS = {"eps", "rows"}
 SAMPLED_SUFFIX = " (sampled weights, EOT)"
-_RUN_KEYS = {"seed", "method", "overrides"}
+_RUN_KEYS = {"seed", "method", "overrides", "init"}
 
 
 class ProtocolError(ConfigError):
     """A protocol file that cannot be used (one-line message; the CLI exits with status 2)."""
+
+
+def _names(keys: Any) -> str:
+    """Keys of a hostile file, for a message: a few, each cut short (they may be any YAML scalar)."""
+    shown = sorted((k if isinstance(k, str) else short(k))[:40] for k in keys)
+    return ", ".join(shown[:5]) + (" ..." if len(shown) > 5 else "")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -59,27 +65,27 @@ def _autoattack_entry(value: Any) -> dict[str, Any] | None:
     entry = _mapping(value, "autoattack")
     unknown = set(entry) - _AA_KEYS
     if unknown:
-        raise ProtocolError(f"autoattack: unknown key(s) {', '.join(sorted(unknown))}; "
+        raise ProtocolError(f"autoattack: unknown key(s) {_names(unknown)}; "
                             f"valid: {', '.join(sorted(_AA_KEYS))}")
     n, seeds = entry.get("test_limit"), entry.get("seeds", [0])
     if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
-        raise ProtocolError(f"autoattack.test_limit must be an integer >= 1 (got {n!r})")
+        raise ProtocolError(f"autoattack.test_limit must be an integer >= 1 (got {short(n)})")
     if not (isinstance(seeds, list) and seeds and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                                       for v in seeds)):
-        raise ProtocolError(f"autoattack.seeds must be a non-empty list of seeds >= 0 (got {seeds!r})")
+        raise ProtocolError(f"autoattack.seeds must be a non-empty list of seeds >= 0 (got {short(seeds)})")
     extra = _mapping(entry.get("extra"), "autoattack.extra")
     if extra:
         unknown = set(extra) - _AA_EXTRA_KEYS
         if unknown:
-            raise ProtocolError(f"autoattack.extra: unknown key(s) {', '.join(sorted(unknown))}; "
+            raise ProtocolError(f"autoattack.extra: unknown key(s) {_names(unknown)}; "
                                 f"valid: {', '.join(sorted(_AA_EXTRA_KEYS))}")
         eps, rows = extra.get("eps"), extra.get("rows")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
-            raise ProtocolError(f"autoattack.extra.eps must be a radius in (0, 1] in pixel units (got {eps!r})")
+            raise ProtocolError(f"autoattack.extra.eps must be a radius in (0, 1] in pixel units (got {short(eps)})")
         if not (isinstance(rows, list) and rows and all(isinstance(r, str) for r in rows)):
             raise ProtocolError("autoattack.extra.rows must be a non-empty list of row ids")
         extra = {"eps": float(eps), "rows": list(rows)}
-    return {"test_limit": n, "seeds": sorted(set(seeds)), "extra": extra or None}
+    return {"test_limit": n, "seeds": sorted(set(seeds)), **({"extra": extra} if extra else {})}
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -94,7 +100,7 @@ def _run_entry(value: Any, where: str, default_method: str | None) -> dict[str, 
     entry = _mapping(value, where)
     unknown = set(entry) - _RUN_KEYS
     if unknown:
-        raise ProtocolError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+        raise ProtocolError(f"{where}: unknown key(s) {_names(unknown)}; "
                             f"valid: {', '.join(sorted(_RUN_KEYS))}")
     if not isinstance(entry.get("seed"), int):
         raise ProtocolError(f"{where}.seed must be an integer (the run's own seed)")
@@ -102,26 +108,25 @@ def _run_entry(value: Any, where: str, default_method: str | None) -> dict[str, 
     method = entry.get("method") or overrides.pop("method.name", None) or default_method
     if not method:
         raise ProtocolError(f"{where} needs a method")
-    return {"seed": entry["seed"], "method": str(method), "overrides": overrides}
+    init = entry.get("init")
+    if init is not None and not (isinstance(init, str) and init.startswith("pretrain.")):
+        raise ProtocolError(f"{where}.init must be pretrain.<name> (a pre-training run of the protocol)")
+    return {"seed": entry["seed"], "method": str(method), "overrides": overrides, "init": init}
 
 
 def load_protocol(path: str | Path) -> dict[str, Any]:
     """Read and check a protocol file; returns it normalised (overrides flattened to dotted keys)."""
     path = Path(path)
-    if not path.is_file():
-        raise ProtocolError(f"protocol file {str(path)!r} not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ProtocolError(f"protocol {str(path)!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml(path, what="protocol file", error=ProtocolError,
+                    fix="pass a protocol YAML file (see the shipped ones in anpvs/protocols)") or {}
     raw = _mapping(raw, f"protocol {path.name}")
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        raise ProtocolError(f"protocol {path.name}: unknown key(s) {', '.join(sorted(unknown))}; "
+        raise ProtocolError(f"protocol {path.name}: unknown key(s) {_names(unknown)}; "
                             f"valid: {', '.join(sorted(_TOP_KEYS))}")
     table = raw.get("table")
-    if table not in TABLES:
-        raise ProtocolError(f"protocol {path.name}: table must be one of {', '.join(TABLES)} (got {table!r})")
+    if not isinstance(table, str) or table not in TABLES:
+        raise ProtocolError(f"protocol {path.name}: table must be one of {', '.join(TABLES)} (got {short(table)})")
     if "source" not in raw:
         raise ProtocolError(f"protocol {path.name} needs a source entry (the black-box AT source run)")
     pretrain = {name: _run_entry(v, f"pretrain.{name}", None)
@@ -132,7 +137,7 @@ def load_protocol(path: str | Path) -> dict[str, Any]:
         entry = _mapping(value, f"rows.{key}")
         unknown = set(entry) - _ROW_KEYS
         if unknown:
-            raise ProtocolError(f"rows.{key}: unknown key(s) {', '.join(sorted(unknown))}; "
+            raise ProtocolError(f"rows.{short(key, 40)}: unknown key(s) {_names(unknown)}; "
                                 f"valid: {', '.join(sorted(_ROW_KEYS))}")
         overrides = flatten(_mapping(entry.get("overrides"), f"rows.{key}.overrides"))
         rows[key] = {"label": str(entry.get("label") or labels.get(key, key)),
@@ -151,11 +156,17 @@ def load_protocol(path: str | Path) -> dict[str, Any]:
             raise ProtocolError(f"rows.{key}.init must be a row id or pretrain.<name>")
         if init.startswith("pretrain."):
             if init.removeprefix("pretrain.") not in pretrain:
-                raise ProtocolError(f"rows.{key}.init: no pre-training run {init!r}; defined: "
+                raise ProtocolError(f"rows.{key}.init: no pre-training run {short(init)}; defined: "
                                     f"{', '.join('pretrain.' + n for n in pretrain) or 'none'}")
         elif init not in rows or init == key:
-            raise ProtocolError(f"rows.{key}.init: {init!r} is not another row of the protocol")
+            raise ProtocolError(f"rows.{key}.init: {short(init)} is not another row of the protocol")
     _check_acyclic(rows)
+    source = _run_entry(raw["source"], "source", "at")
+    if source["init"] is not None and source["init"].removeprefix("pretrain.") not in pretrain:
+        raise ProtocolError(f"source.init: no pre-training run {source['init']!r}; defined: "
+                            f"{', '.join('pretrain.' + n for n in pretrain) or 'none'}")
+    if any(p["init"] is not None for p in pretrain.values()):
+        raise ProtocolError("pre-training runs cannot have an init (they start from scratch)")
     run_order = raw.get("run_order")
     if run_order is None:
         run_order = list(rows)
@@ -166,7 +177,7 @@ def load_protocol(path: str | Path) -> dict[str, Any]:
         raise ProtocolError(f"run_order: {', '.join(unknown) or 'a row listed twice'} (rows: {', '.join(rows)})")
     run_order += [k for k in rows if k not in run_order]  # rows it leaves out run last, in table order
     autoattack = _autoattack_entry(raw.get("autoattack"))
-    if autoattack is not None and autoattack["extra"] is not None:
+    if autoattack is not None and autoattack.get("extra") is not None:
         unknown = [k for k in autoattack["extra"]["rows"] if k not in rows]
         if unknown:
             raise ProtocolError(f"autoattack.extra.rows: {', '.join(unknown)} not rows of the protocol")
@@ -177,7 +188,7 @@ def load_protocol(path: str | Path) -> dict[str, Any]:
         "name": path.name, "path": str(path), "table": table, "scale": str(raw.get("scale", "")),
         "description": str(raw.get("description", "")).strip(),
         "common": flatten(_mapping(raw.get("common"), "common")),
-        "source": _run_entry(raw["source"], "source", "at"),
+        "source": source,
         "pretrain": pretrain, "rows": rows, "run_order": run_order, "notes": [str(n) for n in notes],
         "figures": _mapping(raw.get("figures"), "figures"),
         "autoattack": autoattack,

@@ -19,7 +19,7 @@ from ...data import DataNotFoundError
 from ...evaluate import write_record
 from ...io.atomic import write_json, write_text
 from ...io.records import MISSING, fresh_record, stamp_record
-from ...io.rundir import ReproDir, RunDir
+from ...io.rundir import ReproDir, RunDir, check_inside
 from ...report import with_autoattack, write_tables
 from ...train import TrainingError, fit
 from ..evaluate import evaluate_checkpoint
@@ -131,7 +131,7 @@ def _finished(job: Job, source: Job | None, epochs: dict[str, int],
         aa_rec = fresh_record(path, checkpoint=job.checkpoint, expect={"audit": {"test_limit": aa["test_limit"]}})
         if aa_rec is not None:
             rec = _with_autoattack(rec, aa_rec)
-        extra = aa["extra"]
+        extra = aa.get("extra")
         if extra is not None and job.row in extra["rows"]:
             x_rec = fresh_record(extra_autoattack_record(job.run_dir, extra["eps"]), checkpoint=job.checkpoint,
                                  expect={"audit": {"test_limit": aa["test_limit"]}})
@@ -208,6 +208,8 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
     seed_list = list(range(seeds))
     jobs, shown, skipped = plan(proto, seeds=seed_list, out=out, rows=rows, device=device, data_dir=data_dir,
                                 pretrain_data_dir=pretrain_data_dir)
+    for job in jobs:  # a symbolic link in the folder must not send a run (or its records) elsewhere
+        check_inside(out, job.run_dir)
     if not train and not ReproDir(out).manifest.is_file():
         raise ProtocolError(f"--tables-only: {str(out)!r} holds no reproduction yet (no reproduce.json); "
                             f"run anpvs reproduce without --tables-only first")
@@ -283,7 +285,7 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
                 records[job.name] = _with_autoattack(records[job.name], rec)
                 log.info("%s: AutoAttack %.2f, PGD %.2f on the same %d test images (%.0f s)", prefix,
                          m["autoattack_acc"], m["pgd_acc"], m["n"], time.time() - t_job)
-                extra = aa["extra"]
+                extra = aa.get("extra")
                 if extra is not None and job.row in extra["rows"]:
                     rec = _autoattack(job, aa["test_limit"], sampled=proto["rows"][job.row]["aa_sampled"],
                                       device=device, progress=progress, eps=extra["eps"])
