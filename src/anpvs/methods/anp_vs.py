@@ -7,7 +7,8 @@ arXiv:1908.04355), exactly as docs/reference.md §4:
 
 The training PGD runs on the test-mode network (expected masks). ``method.beta`` is beta,
 ``method.kl_n`` is N (0 = training-set size), ``method.vs_weight`` is lambda (ANP: no VS term).
-Start from a Standard checkpoint (``init``) as the reference does.
+Start from a Standard checkpoint (``init``) as the reference does. A unit target (``method.target_sparsity``,
+``target_units`` or ``target_units_from``) cuts the masks to it and holds them (:mod:`anpvs.methods.target`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from torch import Tensor, nn
 from ..config import Config
 from ..nn.beta_bernoulli import bbd_layers, total_kl
 from .adversarial import Adversarial, AdversarialSettings
-from .base import Settings, register_method
+from .base import register_method
+from .target import TargetedMasks, TargetSettings
 
 
 @dataclass
-class MaskSettings(Settings):
-    """Settings of the Beta-Bernoulli masks' KL term (BP, ANP, ANP-VS)."""
+class MaskSettings(TargetSettings):
+    """Settings of the Beta-Bernoulli masks' KL term and unit target (BP, ANP, ANP-VS)."""
 
     beta: float = 1.0  # weight of KL/N for the Beta-Bernoulli masks (paper: 4 MNIST, 2 CIFAR-10, 1 CIFAR-100)
     kl_layer_scale: list[float] = field(default_factory=list)  # per-mask KL multipliers; [] = all 1 (paper)
@@ -55,7 +57,7 @@ def scaled_kl(model: nn.Module, cfg: Config) -> Tensor:
     return torch.stack([s * m.kl() for s, m in zip(scale, masks, strict=True)]).sum()
 
 
-class AdversarialPruning(Adversarial):
+class AdversarialPruning(TargetedMasks, Adversarial):
     model_variant = "bbd"
     wants_init = True
     settings = AdversarialPruningSettings

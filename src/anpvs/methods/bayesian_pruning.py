@@ -3,7 +3,8 @@
 
 Both the weights and the masks minimise ``CE + beta * KL / N`` (reference ``--mode bbd`` without
 adversarial training, where ``beta_weight`` is unused, i.e. beta = 1: the ``bp`` method preset).
-Starts from a Standard checkpoint (``init``).
+Starts from a Standard checkpoint (``init``). A unit target (``method.target_sparsity``, ``target_units`` or
+``target_units_from``) cuts the masks to it and holds them (:mod:`anpvs.methods.target`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from torch.nn import functional as F
 
 from .anp_vs import MaskSettings, scaled_kl
 from .base import Method, register_method
+from .target import TargetedMasks
 
 
 @register_method("bp")
-class BayesianPruning(Method):
+class BayesianPruning(TargetedMasks, Method):
     model_variant = "bbd"
     wants_init = True
     settings = MaskSettings

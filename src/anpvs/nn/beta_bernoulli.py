@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "UNIT_OFF",
+    "UNIT_ON",
     "BetaBernoulliDropout",
     "bbd_layers",
     "kumaraswamy_icdf",
@@ -30,6 +32,12 @@ EULER_GAMMA = 0.577215664901532
 _U_EPS = 1e-10
 # Additive guard inside the logs of ``_logit`` (reference ``layers.py:logit``).
 _LOGIT_EPS = 1e-20
+#: ``(a_uc, b_uc)`` of a unit switched off for good: a = 4.5e-5, b = 50, so E[pi] (pruned at any threshold), every
+#: training sample pi and hence every relaxed-Bernoulli mask are exactly 0 in float32.
+UNIT_OFF = (-10.0, 50.0)
+#: ``(a_uc, b_uc)`` of a unit switched on for good: a = 1e8, b = 1, so E[pi] and the training masks are exactly 1
+#: in float32 (a fixed 0/1 gate together with :data:`UNIT_OFF`; tests/test_target_sparsity.py checks both).
+UNIT_ON = (1e8, 0.5413)
 
 
 def kumaraswamy_mean(a: Tensor, b: Tensor) -> Tensor:
@@ -158,6 +166,13 @@ class BetaBernoulliDropout(nn.Module):
     def n_active(self) -> int:
         """Number of units kept at evaluation."""
         return int(self.keep_mask().sum().item())
+
+    @torch.no_grad()
+    def set_units(self, units: Tensor, value: tuple[float, float]) -> None:
+        """Set ``(a_uc, b_uc)`` of the units where the boolean ``units`` (num_units,) is true, e.g. to
+        :data:`UNIT_OFF` or :data:`UNIT_ON` (a unit budget cut, :mod:`anpvs.sparsifiers.budget`)."""
+        self.a_uc[units] = value[0]
+        self.b_uc[units] = value[1]
 
     # -- regulariser ---------------------------------------------------------------------------------
     def kl(self) -> Tensor:

@@ -42,6 +42,10 @@ class Sparsifier:
         """A term added to the weights' ``loss`` at every step (e.g. ADMM's ``rho/2 ||W - Z + U||^2``)."""
         return None
 
+    def on_train_start(self, model: nn.Module) -> None:
+        """Once per :func:`anpvs.train.fit`, before the first step (after a resume restored the state), e.g. a unit
+        budget cut on the masks of the ``init`` checkpoint."""
+
     def on_step_end(self, model: nn.Module) -> None:
         """After every optimizer step (e.g. re-applying fixed pruning masks)."""
 

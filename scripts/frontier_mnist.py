@@ -1,0 +1,213 @@
+"""The sparsity-robustness frontier on full MNIST (issue 25; docs/target_sparsity.md): ANP-VS cut to unit
+sparsities of 50 / 75 / 84 / 90% by the target-sparsity control, the L1 filter-pruning baseline at the same
+per-layer widths, and AT as the unpruned reference; PGD-40 on all 10,000 test digits, AutoAttack on the
+table's 1,000, analytic and measured speed-ups.
+
+Every model trains with the paper's attack (PGD-20, step 0.01, eps 0.3), a constant learning rate and
+5 adversarial epochs: AT 5 epochs; L1 = AT's epoch-3 checkpoint pruned, then F = 2 fine-tuning epochs;
+ANP-VS = 3 epochs of mask learning from a 2-epoch Standard model (the MNIST table's ANP-VS row, docs/full_protocol.md),
+cut to the target, then the same F = 2 fine-tuning epochs with the masks held. The masks are learned once per
+seed and cut to every target (cutting after epoch 3 of one run or of four identical runs is the same).
+
+Resumable: rerun the same command after an interruption; finished runs and current records are reused (a
+record is current when it is newer than its checkpoint), an interrupted training continues from its last
+epoch. The table and figure are rewritten after every finished point.
+
+    python scripts/frontier_mnist.py --data-dir ~/data/mnist --out results/mnist_frontier
+    python scripts/frontier_mnist.py --out results/mnist_frontier --table-only      # tables from what exists
+    python scripts/frontier_mnist.py --smoke --out /tmp/frontier_smoke              # the chain on 64 digits, ~1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+LEARN_EPOCHS, AT_E3 = 3, 3  # ANP-VS mask learning (the table's row); AT epochs before L1 prunes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", help="the MNIST IDX files (not needed with --smoke or --table-only)")
+    p.add_argument("--out", required=True, help="folder of the runs (resumable)")
+    p.add_argument("--results", help="where the table and figure go (default: OUT)")
+    p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.75, 0.84, 0.9])
+    p.add_argument("--second-seed-targets", type=float, nargs="*", default=[0.84],
+                   help="targets also run with seed 1 (with its own Standard, AT and mask learning)")
+    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument("--vs-form", choices=["sum", "mean"], default="sum",
+                   help="V in the VS loss: sum (the form the MNIST table found effective) or mean (reference code)")
+    p.add_argument("--aa-limit", type=int, default=1000, help="AutoAttack test digits; 0 = no AutoAttack")
+    p.add_argument("--table-only", action="store_true")
+    p.add_argument("--smoke", action="store_true", help="64 bundled digits, 1 epoch, PGD-1: checks the chain")
+    args = p.parse_args()
+    out = Path(args.out)
+    results = Path(args.results or out)
+    if not args.table_only:
+        if not (args.data_dir or args.smoke):
+            p.error("--data-dir is required (or --smoke / --table-only)")
+        for seed, targets in ((0, args.targets), (1, args.second_seed_targets)):
+            if targets:
+                run_seed(args, out, results, seed, targets)
+    write_table(out, results)
+
+
+def run_seed(args: argparse.Namespace, out: Path, results: Path, seed: int, targets: list[float]) -> None:
+    smoke = args.smoke
+    ft = 1 if smoke else args.finetune_epochs
+    if smoke:
+        data = ["--dataset", "mnist_sample", "--train-limit", "64", "--test-limit", "32", "--batch-size", "32",
+                "--pgd-steps", "1"]
+    else:
+        data = ["--dataset", "mnist", "--data-dir", args.data_dir, "--pgd-steps", "20", "--step-size", "0.01"]
+    common = [*data, "--seed", str(seed), "--quiet", "--set", "data.val_size=0", "--set", "train.lr_milestones=[]"]
+    masks = ["--set", "model.mask_init=2.0", "--set", "train.mask_lr=0.1", "--set", "method.kl_n=60000",
+             "--set", f"method.vs_reduction={args.vs_form}"]
+    aa = 0 if smoke else args.aa_limit
+    learn_e, at_e3 = (1, 1) if smoke else (LEARN_EPOCHS, AT_E3)
+
+    def train(name: str, method: str, epochs: int, *extra: str) -> Path:
+        run = out / "runs" / name / f"seed{seed}"
+        anpvs("train", "--method", method, "--epochs", str(epochs), *common, *extra, "--out", str(run), "--resume")
+        return run / "checkpoint.pt"
+
+    std = train("standard", "standard", 1 if smoke else 2)
+    # AT: 3 epochs, saved as L1's init, then extended to 3 + F (constant LR: exactly a run of 3 + F epochs)
+    at_init = out / "init" / f"at_e{at_e3}_seed{seed}.pt"
+    if not at_init.exists():
+        at = train("at", "at", at_e3)
+        at_init.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(at, at_init.with_suffix(".tmp"))
+        at_init.with_suffix(".tmp").replace(at_init)
+    at = train("at", "at", at_e3 + ft)
+    evaluate(at, aa)
+    series = f"anp_vs_{args.vs_form}"
+    learned = train(f"{series}_learn", "anp_vs", learn_e, "--init", str(std), *masks)
+    evaluate(learned, aa if seed == 0 else 0)
+    write_table(out, results)
+    for t in targets:
+        pct = f"{round(100 * t)}"
+        cut = train(f"{series}_{pct}", "anp_vs", ft, "--init", str(learned), *masks,
+                    "--set", f"method.target_sparsity={t}")
+        evaluate(cut, aa)
+        l1 = train(f"l1_{args.vs_form}_{pct}", "l1_prune", ft, "--init", str(at_init),
+                   "--set", f"method.target_units_from={cut}")
+        evaluate(l1, aa)
+        write_table(out, results)
+
+
+def anpvs(*argv: str) -> None:
+    print("+ anpvs", " ".join(argv), flush=True)
+    subprocess.run([sys.executable, "-m", "anpvs", *argv], check=True)
+
+
+def current(record: Path, checkpoint: Path) -> bool:
+    return record.is_file() and record.stat().st_mtime >= checkpoint.stat().st_mtime
+
+
+def evaluate(ckpt: Path, aa_limit: int) -> None:
+    """PGD-40 on the whole test set with the efficiency columns (eval.json); AutoAttack and PGD-40 on
+    ``aa_limit`` seeded test digits (eval_autoattack.json)."""
+    if not current(ckpt.parent / "eval.json", ckpt):
+        anpvs("eval", str(ckpt), "--quiet")
+    aa = ckpt.parent / "eval_autoattack.json"
+    if aa_limit and not current(aa, ckpt):
+        anpvs("eval", str(ckpt), "--attack", "autoattack", "--test-limit", str(aa_limit), "--out", str(aa),
+              "--quiet", "--no-latency")
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Table and figure
+# -------------------------------------------------------------------------------------------------------------
+LABELS = {"at": "AT (unpruned)", "anp_vs_sum": "ANP-VS", "anp_vs_mean": "ANP-VS (mean V)",
+          "l1_sum": "L1 filters, ANP-VS's widths", "l1_mean": "L1 filters, mean-V ANP-VS's widths"}
+
+
+def _label(family: str) -> str:
+    base = family.removesuffix("_learn")
+    return LABELS.get(base, base) + (" (KL only, 3 epochs, no cut)" if family.endswith("_learn") else "")
+
+
+def _rows(out: Path) -> list[dict]:
+    rows = []
+    for rec_path in sorted((out / "runs").glob("*/seed*/eval.json")):
+        run = rec_path.parent
+        name = run.parent.name
+        m = json.loads(rec_path.read_text())["metrics"]
+        seed = yaml.safe_load((run / "config.yaml").read_text())["seed"]
+        aa = run / "eval_autoattack.json"
+        am = json.loads(aa.read_text())["metrics"] if aa.is_file() else {}
+        family = "at" if name == "at" else name if name.endswith("_learn") else name.rpartition("_")[0]
+        tag = name.rpartition("_")[2]  # the target in percent (ANP-VS and L1 at the same target share it)
+        rows.append({
+            "method": _label(family), "family": family, "seed": seed, "target": float(tag) if tag.isdigit() else None,
+            "sparsity": m["unit_sparsity"], "units": m["active_units"], "clean": m["clean_acc"], "pgd": m["pgd_acc"],
+            "aa": am.get("autoattack_acc"), "pgd_1k": am.get("pgd_acc"), "vuln": m["pgd_vulnerability"],
+            "flops": m["flops_speedup"], "counted": m["counted_flops_speedup"],
+            "speedup": m.get("wallclock_speedup_b256"),
+        })
+    return sorted(rows, key=lambda r: (r["family"] != "at", r["family"], r["target"] or 0, r["seed"]))
+
+
+def _f(v, fmt: str = ".2f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def write_table(out: Path, results: Path) -> None:
+    rows = _rows(out)
+    if not rows:
+        return
+    results.mkdir(parents=True, exist_ok=True)
+    lines = ["| Model | Seed | Target (%) | Unit sparsity (%) | Active units | Clean (%) | PGD-40 (%) | "
+             "AutoAttack, 1000 (%) | PGD-40, same 1000 (%) | Vulnerability | FLOPs (x) | Counted FLOPs (x) | "
+             "Measured speed-up, B=256 (x) |", "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['seed']} | {_f(r['target'], '.0f')} | {r['sparsity']:.2f} | "
+                     f"{r['units']} | {r['clean']:.2f} | {r['pgd']:.2f} | {_f(r['aa'])} | {_f(r['pgd_1k'])} | "
+                     f"{r['vuln']:.3f} | {r['flops']:.2f} | {r['counted']:.2f} | {_f(r['speedup'])} |")
+    (results / "frontier.md").write_text("\n".join(lines) + "\n")
+    (results / "frontier.json").write_text(json.dumps(rows, indent=1) + "\n")
+    _figure(rows, results / "frontier.png")
+    print(f"table: {results / 'frontier.md'}", flush=True)
+
+
+def _figure(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    for ax, key, name in ((axes[0], "aa", "AutoAttack accuracy, 1,000 digits (%)"),
+                          (axes[1], "pgd", "PGD-40 accuracy, 10,000 digits (%)")):
+        for family in dict.fromkeys(r["family"] for r in rows):
+            groups: dict = {}  # one point per target: the mean over the seeds that have it
+            for r in rows:
+                if r["family"] == family and r[key] is not None and r["speedup"] is not None:
+                    groups.setdefault(r["target"], []).append(r)
+            pts = sorted([sum(r[k] for r in g) / len(g) for k in ("speedup", key, "sparsity")]
+                          for g in groups.values())
+            if not pts:
+                continue
+            ax.plot([x for x, _, _ in pts], [y for _, y, _ in pts], "o-" if family != "at" else "s",
+                    label=_label(family), alpha=0.85)
+            for x, y, sparsity in pts:
+                ax.annotate(f"{sparsity:.0f}%", (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
+        ax.set_xlabel("measured speed-up of the compacted network, batch 256 (x)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle("MNIST, LeNet5-Caffe: robustness vs measured speed-up (labels: unit sparsity; mean over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
