@@ -190,6 +190,24 @@ def test_vgg16_width_scales_every_layer_and_the_efficiency_columns() -> None:
         create_model("vgg16", width=0.0)
 
 
+def test_vgg16_dropout_scale_changes_training_mode_only() -> None:
+    from anpvs.models.vgg16 import AFTER_BLOCK
+
+    torch.manual_seed(0)
+    paper, none = create_model("vgg16", width=0.25), create_model("vgg16", width=0.25, dropout_scale=0.0)
+    none.load_state_dict(paper.state_dict())
+    assert paper.after_block == AFTER_BLOCK and paper.head_dropout == 0.5
+    assert all(a == "M" or a == 0 for a in none.after_block) and none.head_dropout == 0
+    x = torch.rand(4, 3, 32, 32)
+    assert torch.equal(paper.eval()(x), none.eval()(x))  # the test-time function is the same network
+    torch.manual_seed(1)
+    a = none.train()(x)
+    torch.manual_seed(2)
+    assert torch.equal(a, none(x))  # no dropout: training mode is deterministic
+    with pytest.raises(ValueError, match="dropout_scale"):
+        create_model("vgg16_bbd", dropout_scale=-1.0)
+
+
 def test_narrow_vgg16_compacts_to_the_same_logits_and_counted_flops() -> None:
     from anpvs.compact import compact
     from anpvs.pruning import active_units
@@ -217,10 +235,14 @@ def test_cifar10_full_protocol_trains_in_its_run_order_and_shows_the_paper_order
     proto = load_protocol(protocol_path("cifar10", "full"))
     jobs, shown, skipped = plan(proto, seeds=[0], out=tmp_path, device="cpu")
     assert not skipped and shown[:3] == ["standard", "bp", "at"]
-    assert [j.name for j in jobs][:6] == ["source", "standard/seed0", "at/seed0", "anp_vs_sum/seed0",
-                                          "anp_vs/seed0", "trades/seed0"]
+    assert [j.name for j in jobs][:7] == ["pretrain.standard_source", "source", "standard/seed0", "at/seed0",
+                                          "anp_vs_sum/seed0", "anp_vs/seed0", "trades/seed0"]
     by = {j.name: j.cfg for j in jobs}
-    assert all(c.model.width == 0.25 and c.data.name == "cifar10" and c.attack.eps == 0.03 for c in by.values())
+    assert all(c.model.width == 0.25 and c.model.dropout_scale == 0 and c.data.name == "cifar10"
+               and c.attack.eps == 0.03 for c in by.values())
+    # every adversarial row starts from the Standard model of its seed, the source from its own Standard model
+    assert by["at/seed0"].init == by["anp_vs/seed0"].init == str(tmp_path / "runs/standard/seed0/checkpoint.pt")
+    assert by["source"].init == str(tmp_path / "runs/pretrain/standard_source/checkpoint.pt")
     assert by["anp_vs_sum/seed0"].method.vs_reduction == "sum" and by["anp_vs/seed0"].method.vs_reduction == "mean"
     assert proto["autoattack"]["extra"] == {"eps": pytest.approx(8 / 255), "rows": ["at", "anp_vs", "anp_vs_sum"]}
 
@@ -284,3 +306,19 @@ def test_vgg16_benchmark_and_the_gpu_script_run_on_cpu_at_tiny_scale(tmp_path: P
     assert {"textbook", "anpvs", "anpvs_channels_last"} <= set(cases["at_b8"]["img_per_s"])
     methods = [e["method"] for e in result["short_epochs"]]
     assert methods[:3] == ["standard", "at", "anp_vs"] and all(e["img_per_s"] > 0 for e in result["short_epochs"])
+
+
+def test_the_source_may_start_from_a_pre_training_run(tmp_path: Path) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text("table: cifar10\npretrain: {std_src: {seed: 7, method: standard}}\n"
+                 "source: {seed: 7, init: pretrain.std_src}\nrows: {standard: {}, at: {init: standard}}\n")
+    jobs, _, _ = plan(load_protocol(p), seeds=[0], out=tmp_path, device="cpu")
+    assert [j.name for j in jobs] == ["pretrain.std_src", "source", "standard/seed0", "at/seed0"]
+    src = jobs[1]
+    assert src.deps == ["pretrain.std_src"] and src.cfg.init == str(tmp_path / "runs/pretrain/std_src/checkpoint.pt")
+    p.write_text("table: cifar10\nsource: {seed: 7, init: pretrain.nope}\nrows: {standard: {}}\n")
+    with pytest.raises(ProtocolError, match="source.init: no pre-training run"):
+        load_protocol(p)
+    p.write_text("table: cifar10\nsource: {seed: 7, init: standard}\nrows: {standard: {}}\n")
+    with pytest.raises(ProtocolError, match="source.init must be pretrain"):
+        load_protocol(p)

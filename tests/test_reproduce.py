@@ -103,7 +103,9 @@ def test_shipped_protocols_load_and_plan(tmp_path: Path) -> None:
             proto = rp.load_protocol(rp.protocol_path(table, scale))
             assert proto["table"] == table and list(proto["rows"])[:2] == ["standard", "bp"]
             jobs, shown, skipped = rp.plan(proto, seeds=[0, 1], out=tmp_path, device="cpu")
-            assert jobs[0].name == "source" and jobs[0].cfg.method.name == "at"
+            src = next(j for j in jobs if j.name == "source")  # the source comes before every row (its
+            assert src.cfg.method.name == "at"                # pre-training, if any, before it)
+            assert all(j.kind == "pretrain" for j in jobs[:jobs.index(src)])
             assert set(shown) | set(skipped) == set(proto["rows"])
             by_name = {j.name: j for j in jobs}
             if "anp_vs/seed1" in by_name:  # ANP-VS starts from the Standard run of the same seed

@@ -27,8 +27,9 @@ def lenet5_caffe_bnn(num_classes: int = 10, in_channels: int = 1, sigma_prior: f
     return bayesianize_(LeNet5Caffe(num_classes, in_channels), sigma_prior=sigma_prior, rho_init=rho_init)
 
 
-@register_model("vgg16_bnn")
+@register_model("vgg16_bnn", config_keys={"width": "width", "dropout_scale": "dropout_scale"})
 def vgg16_bnn(num_classes: int = 10, in_channels: int = 3, sigma_prior: float = 0.1,
-              rho_init: float = -5.0) -> VGG16:
+              rho_init: float = -5.0, width: float = 1.0, dropout_scale: float = 1.0) -> VGG16:
     """VGG-16 with Gaussian conv / dense weights (AT BNN row): prior N(0, 0.1^2), sigma = softplus(-5)."""
-    return bayesianize_(VGG16(num_classes, in_channels), sigma_prior=sigma_prior, rho_init=rho_init)
+    return bayesianize_(VGG16(num_classes, in_channels, width=width, dropout_scale=dropout_scale),
+                        sigma_prior=sigma_prior, rho_init=rho_init)

@@ -39,8 +39,13 @@ class VGG16(Classifier):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, *, bbd: bool = False,
                  conv_mask_init: float = 2.0, head_mask_init: float = -1.0, width: float = 1.0,
-                 ) -> None:
+                 dropout_scale: float = 1.0) -> None:
         super().__init__()
+        if isinstance(dropout_scale, bool) or not isinstance(dropout_scale, (int, float)) \
+                or not 0 <= dropout_scale <= 2:
+            raise ValueError(f"dropout_scale must be a number in [0, 2] (got {dropout_scale!r})")
+        #: what follows each conv block: its dropout rate (the paper's times ``dropout_scale``) or "M" (maxpool)
+        self.after_block = tuple(a if a == "M" else min(0.9, a * dropout_scale) for a in AFTER_BLOCK)
         units = scaled_widths(width)
         #: unit counts behind the 15 masks (13 conv widths, dense14's inputs and outputs), in mask order
         self.unit_widths = units
@@ -58,7 +63,7 @@ class VGG16(Classifier):
             c_in = c_out
         hidden = units[14]
         # The head dropouts exist only in the plain ("base") network, as in the reference.
-        self.head_dropout = 0.0 if bbd else 0.5
+        self.head_dropout = 0.0 if bbd else min(0.9, 0.5 * dropout_scale)
         self.mask14 = BetaBernoulliDropout(c_in, a_init=head_mask_init) if bbd else nn.Identity()
         self.dense14 = nn.Linear(c_in, hidden)
         self.bn14 = nn.BatchNorm1d(hidden, eps=1e-3, momentum=0.01)
@@ -72,7 +77,7 @@ class VGG16(Classifier):
     def forward_intermediates(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         latents = []
         h = self.normalize(x)
-        for conv, mask, bn, after in zip(self.convs, self.masks, self.bns, AFTER_BLOCK, strict=True):
+        for conv, mask, bn, after in zip(self.convs, self.masks, self.bns, self.after_block, strict=True):
             h = F.relu(bn(mask(conv(h))))
             latents.append(h)
             h = F.max_pool2d(h, 2) if after == "M" else F.dropout(h, after, self.training)
@@ -85,16 +90,20 @@ class VGG16(Classifier):
         return self.dense15(self.mask15(h)), latents
 
 
-@register_model("vgg16", config_keys={"width": "width"})
-def vgg16(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> VGG16:
-    """VGG-16 (CIFAR) without masks: Standard, AT, TRADES, ... rows. ``width`` scales every layer's width."""
-    return VGG16(num_classes, in_channels, width=width)
+_VGG_KEYS = {"width": "width", "dropout_scale": "dropout_scale"}
+
+
+@register_model("vgg16", config_keys=_VGG_KEYS)
+def vgg16(num_classes: int = 10, in_channels: int = 3, width: float = 1.0, dropout_scale: float = 1.0) -> VGG16:
+    """VGG-16 (CIFAR) without masks: Standard, AT, TRADES, ... rows. ``width`` scales every layer's width,
+    ``dropout_scale`` every dropout rate (1: the paper's; 0: none)."""
+    return VGG16(num_classes, in_channels, width=width, dropout_scale=dropout_scale)
 
 
 @register_model("vgg16_bbd", config_keys={"mask_init": "head_mask_init", "conv_mask_init": "conv_mask_init",
-                                          "width": "width"})
+                                          **_VGG_KEYS})
 def vgg16_bbd(num_classes: int = 10, in_channels: int = 3, conv_mask_init: float = 2.0,
-              head_mask_init: float = -1.0, width: float = 1.0) -> VGG16:
+              head_mask_init: float = -1.0, width: float = 1.0, dropout_scale: float = 1.0) -> VGG16:
     """VGG-16 with 15 Beta-Bernoulli masks (13 conv, 2 head): BP, ANP, ANP-VS rows."""
     return VGG16(num_classes, in_channels, bbd=True, conv_mask_init=conv_mask_init,
-                 head_mask_init=head_mask_init, width=width)
+                 head_mask_init=head_mask_init, width=width, dropout_scale=dropout_scale)

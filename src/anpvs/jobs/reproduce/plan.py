@@ -92,9 +92,6 @@ def plan(protocol: dict[str, Any], *, seeds: list[int], out: Path, rows: list[st
     src = protocol["source"]
     if not _registered(src["method"]):
         raise ProtocolError(f"the black-box source method {src['method']!r} is not registered")
-    jobs["source"] = Job("source", "source",
-                         config(src["overrides"], src["method"], src["seed"], out / "runs" / "source", None,
-                                data_dir or src["overrides"].get("data.dir")), evaluate=True, deps=[])
 
     def add_pretrain(name: str) -> str:
         job_name = f"pretrain.{name}"
@@ -105,6 +102,12 @@ def plan(protocol: dict[str, Any], *, seeds: list[int], out: Path, rows: list[st
                                  config(p["overrides"], p["method"], p["seed"], out / "runs" / "pretrain" / name,
                                         None, own), evaluate=False, deps=[])
         return job_name
+
+    src_deps = [add_pretrain(src["init"].removeprefix("pretrain."))] if src.get("init") else []
+    jobs["source"] = Job("source", "source",
+                         config(src["overrides"], src["method"], src["seed"], out / "runs" / "source",
+                                jobs[src_deps[0]].checkpoint if src_deps else None,
+                                data_dir or src["overrides"].get("data.dir")), evaluate=True, deps=src_deps)
 
     def add_row(key: str, seed: int, shown: bool) -> str:
         job_name = f"{key}/seed{seed}"

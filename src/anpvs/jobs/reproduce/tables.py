@@ -53,7 +53,7 @@ def table_inputs(proto: dict[str, Any], seeds: list[int], shown: list[str], skip
     if aa is not None:
         n = aa["test_limit"]
         columns += autoattack_columns(n)
-        if aa["extra"] is not None:
+        if aa.get("extra") is not None:
             eps = aa["extra"]["eps"]
             tag = f"{eps * 255:.3g}/255" if abs(eps * 255 - round(eps * 255)) < 1e-3 else f"{eps:g}"
             columns += [(f"AutoAttack acc at eps {tag}, same {n} (%)", "autoattack_acc_extra", 2),
@@ -90,7 +90,7 @@ def _caption(proto: dict[str, Any], seeds: list[int], records: dict[str, dict[st
                      + (f" {', '.join(sampled)}: its random-model protocol, i.e. sampled weights, AutoAttack "
                         f"'rand' (APGD-CE and APGD-DLR with EOT over 20 samples) and PGD-40 with EOT-10 on the "
                         f"stochastic network." if sampled else ""))
-        if aa["extra"] is not None:
+        if aa.get("extra") is not None:
             labels = [proto["rows"][k]["label"] for k in aa["extra"]["rows"]]
             parts.append(f"AutoAttack and PGD-40 also at eps {aa['extra']['eps']:.5f} (pixel units) for "
                          f"{', '.join(labels)}, on the same subset.")
