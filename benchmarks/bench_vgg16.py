@@ -282,6 +282,8 @@ def anp_vs_case(batch: int, width: float, rounds: int, reps: int, sgemm: float, 
     adv_masked = atk(model, x, y)
     torch.manual_seed(1)
     adv_compact = atk(attack_network(model), x, y)
+    with torch.no_grad():
+        same_pred = (model(adv_masked).argmax(1) == model(adv_compact).argmax(1)).float().mean().item()
     flops = at_step_flops(forward_flops(model, x), step.method.cfg.attack.steps)
     model.train()
     return {
@@ -290,7 +292,11 @@ def anp_vs_case(batch: int, width: float, rounds: int, reps: int, sgemm: float, 
         "ms_per_step": {k: round(1e3 * v, 1) for k, v in t.items()},
         "speedup_vs_before": round(t["before"] / t["anpvs"], 2),
         "pct_of_sgemm_bound_of_masked_flops": {k: round(100 * flops / (sgemm * 1e9) / v, 1) for k, v in t.items()},
+        # the two networks compute the same function up to float rounding; PGD's sign steps amplify rounding
+        # where a gradient is near 0, so compare how many pixels and predictions agree, not only the worst pixel
         "max_adv_diff_masked_vs_compact": (adv_masked - adv_compact).abs().max().item(),
+        "frac_adv_pixels_within_1e-5": round(((adv_masked - adv_compact).abs() <= 1e-5).float().mean().item(), 4),
+        "frac_adv_predictions_equal": round(same_pred, 4),
     }
 
 
