@@ -417,6 +417,11 @@ def test_bf16_detection_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> 
     assert cpu("flags\t\t: avx2 avx512f avx512_bf16\n")
     assert cpu("flags\t\t: avx2 amx_tile amx_bf16\n")
     assert cpu("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")  # AArch64 FEAT_BF16
+    # oneDNN capped below its bf16 instruction sets emulates bf16 whatever the CPU has
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not cpu("flags\t\t: avx2 amx_tile amx_bf16\n")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert cpu("flags\t\t: avx2 amx_tile amx_bf16\n")
 
 
 def test_bf16_falls_back_to_fp32_on_a_cpu_without_it(monkeypatch: pytest.MonkeyPatch,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 
 import torch
 
@@ -48,7 +49,11 @@ NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU has bf16 instructions (one of :data:`NATIVE_BF16_FLAGS` in ``/proc/cpuinfo``; without
     that file, whether oneDNN says it runs bf16). Without them PyTorch emulates bf16: a VGG-16 epoch under bf16
-    autocast took 22x as long as in fp32 on an AVX2-only x86 CPU."""
+    autocast took 22x as long as in fp32 on an AVX2-only x86 CPU. oneDNN capped below its bf16 instruction sets
+    (``ONEDNN_MAX_CPU_ISA=AVX2``, say) counts as no bf16: oneDNN then emulates it too."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap and cap != "ALL" and "BF16" not in cap and "AMX" not in cap and "AVX10" not in cap:
+        return False
     try:
         with open("/proc/cpuinfo") as f:
             flags = {w for line in f if line.startswith(("flags", "Features")) for w in line.partition(":")[2].split()}
