@@ -2,7 +2,7 @@
 
 Public API::
 
-    from anpvs import create_model, list_models, PGD, FGSM, load_model, fit, evaluate, compact
+    from anpvs import create_model, list_models, PGD, FGSM, load_model, load_pretrained, fit, evaluate, compact
 
 The names are imported on first use, so ``import anpvs`` (and ``anpvs --version``) does not load torch.
 """
@@ -17,8 +17,8 @@ from ._version import __version__
 
 #: public name -> the module that defines it
 _API = {
-    "FGSM": "attacks", "PGD": "attacks", "load_model": "checkpoint", "compact": "compact",
-    "evaluate": "evaluate", "create_model": "models", "list_models": "models", "fit": "train",
+    "FGSM": "attacks", "PGD": "attacks", "load_model": "checkpoint", "load_pretrained": "checkpoint",
+    "compact": "compact", "evaluate": "evaluate", "create_model": "models", "list_models": "models", "fit": "train",
 }
 
 
@@ -50,4 +50,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["FGSM", "PGD", "__version__", "compact", "create_model", "evaluate", "fit", "list_models",
-           "load_model"]
+           "load_model", "load_pretrained"]

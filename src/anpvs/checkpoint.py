@@ -13,6 +13,7 @@ reads it. ``load_model(path)`` rebuilds the model from the checkpoint alone.
 from __future__ import annotations
 
 import inspect
+import io
 import math
 import subprocess
 import warnings
@@ -26,7 +27,9 @@ from torch import nn
 
 from ._version import __version__
 from .errors import AnpvsError
+from .io import pretrained
 from .io.atomic import atomic_stream
+from .io.pretrained import sha256_file
 from .models import MODELS, create_model
 
 FORMAT = "anpvs-checkpoint"
@@ -71,14 +74,21 @@ def make_checkpoint(model: nn.Module, *, config: dict[str, Any] | None = None, e
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict with ``weights_only=True``; raise :class:`CheckpointError` if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} not found; pass the checkpoint.pt of a finished run")
+    """Load a checkpoint dict with ``weights_only=True``; raise :class:`CheckpointError` if it is not one.
+
+    ``path`` may name a pretrained model (``"pretrained:mnist/anp_vs"``, :mod:`anpvs.io.pretrained`): its bytes
+    are checked against the manifest's SHA-256 first, and only those checked bytes are parsed."""
+    source: Path | io.BytesIO
+    if pretrained.is_spec(path):
+        source = io.BytesIO(pretrained.read_verified(str(path)))
+    else:
+        source = path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {str(path)!r} not found; pass the checkpoint.pt of a finished run")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols; the error below says it all
             warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            ckpt = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupted, truncated or a pickle with arbitrary objects
         raise CheckpointError(f"{str(path)!r} is not a readable anpvs checkpoint ({type(e).__name__}); pass the "
                               f"checkpoint.pt of an anpvs run") from None
@@ -188,11 +198,30 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     return model.to(map_location).eval(), ckpt
 
 
+def load_pretrained(name: str, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """A shipped pretrained model by name (``"mnist/anp_vs"``, its compacted twin ``"mnist/anp_vs.compact"``;
+    ``anpvs pretrained`` lists them): :func:`load_model` of ``"pretrained:NAME"``, so its SHA-256 is checked
+    against the manifest before it is parsed and it is validated like any checkpoint file."""
+    return load_model(name if pretrained.is_spec(name) else pretrained.PREFIX + name, map_location)
+
+
+def checkpoint_paths(checkpoint: str | Path) -> tuple[Path, Path]:
+    """``(the file to read, the checkpoint path that default outputs are named after)``: both the path itself
+    for a file; for ``"pretrained:NAME"`` the registry's file and ``runs/pretrained/NAME/checkpoint.pt``, so
+    that ``eval.json``, ``check.json`` or ``checkpoint.compact.pt`` never go into the registry folder."""
+    if pretrained.is_spec(checkpoint):
+        return pretrained.model_file(str(checkpoint)), pretrained.output_home(str(checkpoint))
+    return Path(checkpoint), Path(checkpoint)
+
+
 def is_compact_checkpoint(path: str | Path) -> bool:
     """Whether the checkpoint at ``path`` holds a compacted network (``anpvs compact``).
 
     Only the metadata is read: the file is memory-mapped, so its tensors are not loaded (callers load the
-    checkpoint properly afterwards, which reports any problem with it; here an unreadable file is False)."""
+    checkpoint properly afterwards, which reports any problem with it; here an unreadable file is False).
+    A pretrained model is answered from its manifest, without reading the file before its SHA-256 check."""
+    if pretrained.is_spec(path):
+        return pretrained.is_compact_spec(str(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -280,17 +309,6 @@ def _load_compact(path: str | Path, ckpt: dict[str, Any]) -> nn.Module:
     model.model_name = ckpt["model_name"]
     model.model_kwargs = dict(ckpt["model_kwargs"])
     return model
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_compact_checkpoint(net: nn.Module, source_ckpt: dict[str, Any], *, source: str | Path,

@@ -1,4 +1,4 @@
-"""Command line: ``anpvs train | eval | check | compact | demo | reproduce | figures | audit`` (``anpvs --help``).
+"""Command line: ``anpvs train | eval | check | compact | pretrained | demo | reproduce | figures | audit``.
 
 Invalid input ends with a one-line ``anpvs: error: ...`` message and a non-zero exit status (2: a wrong
 command, 1: the input or the run failed; 130/143: stopped by SIGINT/SIGTERM; docs/reliability.md).
@@ -22,6 +22,9 @@ from ._version import __version__
 from .errors import AnpvsError, ConfigError, RunInterrupted, StorageError, finite_float, seed_int, storage_error
 
 log = logging.getLogger("anpvs")
+
+#: how the help texts name a pretrained model (anpvs.io.pretrained, imported when a command runs)
+PRETRAINED_HELP = "pretrained:NAME (a shipped model, see anpvs pretrained)"
 
 # CLI flag -> config key (the flags mirror the original README's; everything else via --set key=value)
 TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
@@ -66,7 +69,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy, robustness, vulnerability, efficiency")
-    p.add_argument("checkpoint", help="checkpoint.pt of a run")
+    p.add_argument("checkpoint", help=f"checkpoint.pt of a run, or {PRETRAINED_HELP}")
     p.add_argument("--attack", action="append", default=None, metavar="NAME",
                    help="a registered attack to run: pgd | fgsm | autoattack (repeatable; default: pgd; autoattack "
                         "needs pip install 'anpvs[eval]' and runs beside pgd)")
@@ -77,7 +80,8 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restarts", type=int, help="PGD restarts, worst case kept (default: 1)")
     p.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: the training attack's norm)")
     p.add_argument("--attack-source", metavar="CKPT",
-                   help="black-box: transfer the attack from this (adversarially trained) source model")
+                   help="black-box: transfer the attack from this (adversarially trained) source model (a "
+                        "checkpoint.pt or pretrained:NAME)")
     p.add_argument("--data-dir", help="where the test data lives (default: the run's data.dir)")
     p.add_argument("--test-limit", type=int, help="evaluate on a seeded subset of this size (default: all)")
     p.add_argument("--batch-size", type=int, help="evaluation batch size")
@@ -92,7 +96,8 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
                                                 "(default: 10)")
     p.add_argument("--precision", choices=["fp32", "bf16"],
                    help="compute the adversarial examples under bf16 autocast (default: eval.precision, fp32)")
-    p.add_argument("--out", help="JSON record path (default: eval.json next to the checkpoint)")
+    p.add_argument("--out", help="JSON record path (default: eval.json next to the checkpoint; "
+                                 "runs/pretrained/NAME/ for pretrained:NAME)")
     p.add_argument("--no-latency", dest="latency", action="store_false", default=None,
                    help="skip the wall-clock latency of the masked vs compacted network (default: the run's "
                         "eval.latency, on)")
@@ -105,11 +110,12 @@ def _add_compact_parser(sub: argparse._SubParsersAction) -> None:
                        description="Compact a LeNet5-Caffe or VGG-16 checkpoint. The compacted checkpoint "
                                    "evaluates like its source (anpvs eval / check / --attack-source); the "
                                    "exported files take [0, 1] images and return logits.")
-    p.add_argument("checkpoint", help="checkpoint.pt of a run (or a compacted checkpoint, with --export)")
+    p.add_argument("checkpoint", help=f"checkpoint.pt of a run (or a compacted checkpoint, with --export), or "
+                                      f"{PRETRAINED_HELP}")
     p.add_argument("--export", choices=["torchscript", "onnx"],
                    help="write a TorchScript or ONNX file instead (onnx needs pip install 'anpvs[onnx]')")
     p.add_argument("--out", help="output file (default: beside the checkpoint, e.g. checkpoint.compact.pt, "
-                                 ".compact.ts, .compact.onnx)")
+                                 ".compact.ts, .compact.onnx; runs/pretrained/NAME/ for pretrained:NAME)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file (the default output beside "
                                                         "the checkpoint is always replaced)")
 
@@ -117,7 +123,7 @@ def _add_compact_parser(sub: argparse._SubParsersAction) -> None:
 def _add_check_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="sanity checks of the evaluation: stochastic forward, probabilities, zero "
                                      "gradients, eps sweep (docs/checks.md)")
-    p.add_argument("checkpoint", help="checkpoint.pt of a run")
+    p.add_argument("checkpoint", help=f"checkpoint.pt of a run, or {PRETRAINED_HELP}")
     p.add_argument("--test-limit", type=int, default=1000, help="test images of the eps sweep (default: 1000)")
     p.add_argument("--eps-sweep", type=lambda t: [finite_float(v) for v in t.split(",")], metavar="E1,E2,...",
                    help="radii of the sweep (default: 0, 1/3, 2/3, 1, 5/3 x the training attack.eps and 1.0 for linf)")
@@ -131,8 +137,16 @@ def _add_check_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="evaluation batch size")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the attacks' random starts")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--out", help="JSON record path (default: check.json next to the checkpoint)")
+    p.add_argument("--out", help="JSON record path (default: check.json next to the checkpoint; "
+                                 "runs/pretrained/NAME/ for pretrained:NAME)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_pretrained_parser(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("pretrained", help="list the pretrained models shipped with anpvs and their metrics",
+                   description="List the pretrained models of the registry (the package's, or the folder "
+                               "$ANPVS_PRETRAINED_DIR) with the metrics of their evaluation records; use one as "
+                               "pretrained:NAME wherever a checkpoint is taken.")
 
 
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
@@ -204,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parser(sub)
     _add_check_parser(sub)
     _add_compact_parser(sub)
+    _add_pretrained_parser(sub)
     _add_demo_parser(sub)
     _add_reproduce_parser(sub)
     _add_figures_parser(sub)
@@ -301,6 +316,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if args.strict and record["warnings"] else 0
 
 
+def cmd_pretrained(args: argparse.Namespace) -> int:
+    from .io.pretrained import format_table, read_manifest
+
+    print(format_table(read_manifest()))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .jobs.demo import run_demo
 
@@ -354,8 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    commands = {"train": cmd_train, "eval": cmd_eval, "check": cmd_check, "compact": cmd_compact, "demo": cmd_demo,
-                "reproduce": cmd_reproduce, "figures": cmd_figures, "audit": cmd_audit}
+    commands = {"train": cmd_train, "eval": cmd_eval, "check": cmd_check, "compact": cmd_compact,
+                "pretrained": cmd_pretrained, "demo": cmd_demo, "reproduce": cmd_reproduce, "figures": cmd_figures,
+                "audit": cmd_audit}
 
     def fail(status: int, message: str) -> None:
         if args.verbose:

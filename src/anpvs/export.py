@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .attacks import OptionalDependencyError
-from .checkpoint import atomic_save, load_model, make_compact_checkpoint, sha256_file
+from .checkpoint import atomic_save, checkpoint_paths, load_model, make_compact_checkpoint, sha256_file
 from .compact import compact, compact_stats, compact_widths, deployable, example_shape, is_compact
 from .config import ConfigError
 from .errors import AnpvsError, OutputError, check_output_file
@@ -107,38 +107,40 @@ def compact_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None,
     ``<stem>.compact.ts`` / ``.compact.onnx``). An already compacted checkpoint can be exported, not
     compacted again. Returns a summary: ``out``, ``format``, ``widths``, sizes, and for exports the largest
     absolute logit difference against the network (``max_abs_diff``, None if onnxruntime is missing).
-    An existing ``out`` other than the default path is replaced only with ``force``."""
+    An existing ``out`` other than the default path is replaced only with ``force``. ``checkpoint`` may name a
+    pretrained model (``"pretrained:mnist/anp_vs"``); the default output then goes to ``runs/pretrained/NAME/``."""
     if export not in _SUFFIX:
         raise ConfigError(f"unknown export format {export!r}; valid: {', '.join(EXPORT_FORMATS)}")
-    src = Path(checkpoint)
-    model, ckpt = load_model(src)
+    # a pretrained model (pretrained:NAME) is read from the registry, its outputs go to runs/pretrained/NAME/
+    file, src = checkpoint_paths(checkpoint)
+    model, ckpt = load_model(checkpoint)
     if is_compact(model):
         if export is None:
-            raise ConfigError(f"{str(src)!r} is already a compacted checkpoint; export it with --export "
+            raise ConfigError(f"{str(checkpoint)!r} is already a compacted checkpoint; export it with --export "
                               f"{'|'.join(EXPORT_FORMATS)}")
         net = model
     else:
         try:
             net = compact(model, latents=True)
         except TypeError:
-            raise ConfigError(f"anpvs compact supports LeNet5-Caffe and VGG-16 models; {str(src)!r} holds "
+            raise ConfigError(f"anpvs compact supports LeNet5-Caffe and VGG-16 models; {str(checkpoint)!r} holds "
                               f"{ckpt['model_name']}") from None
     stem = src.name[:-len(".compact.pt")] if src.name.endswith(".compact.pt") else src.stem
     default = src.with_name(stem + _SUFFIX[export])
-    if out is not None and str(out).strip() and Path(out).resolve() == src.resolve():
-        raise ConfigError(f"refusing to overwrite the input checkpoint {str(src)!r}; choose another --out")
-    dest = check_output_file(default if out is None else out, inputs=[src], example=default.name)
+    if out is not None and str(out).strip() and Path(out).resolve() == file.resolve():
+        raise ConfigError(f"refusing to overwrite the input checkpoint {str(file)!r}; choose another --out")
+    dest = check_output_file(default if out is None else out, inputs=[file], example=default.name)
     if out is not None and dest.exists() and not force and dest.resolve() != default.resolve():
         raise OutputError(f"--out {str(dest)!r} already exists; pass --force to replace it, or choose another --out")
     stats = compact_stats(net)
-    summary: dict[str, Any] = {"source": str(src), "out": str(dest), "format": export or "checkpoint",
+    summary: dict[str, Any] = {"source": str(checkpoint), "out": str(dest), "format": export or "checkpoint",
                                "model": ckpt["model_name"], "widths": compact_widths(net),
                                "source_active_units": list(net.source_units),
                                "compact_params": stats["compact_params"], "compact_bytes": stats["compact_bytes"],
                                "counted_flops_speedup": round(stats["counted_flops_speedup"], 3)}
     if export is None:
-        digest = ckpt["compact"]["source_sha256"] if "compact" in ckpt else sha256_file(src)
-        atomic_save(make_compact_checkpoint(net, ckpt, source=src, source_sha256=digest), dest)
+        digest = ckpt["compact"]["source_sha256"] if "compact" in ckpt else sha256_file(file)
+        atomic_save(make_compact_checkpoint(net, ckpt, source=file, source_sha256=digest), dest)
         summary["source_sha256"] = digest
         return summary
     deploy = deployable(net).cpu().eval()
@@ -150,8 +152,9 @@ def compact_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None,
                              else "seeded uniform images")
     summary["checked_images"] = len(example)
     if diff is not None and not math.isfinite(diff):  # NaN > EXPORT_ATOL is False: test finiteness first
-        raise ExportError(f"the network of {str(src)!r} or its {export} file {str(dest)!r} gives NaN or inf logits "
-                          f"on the check images (its outputs overflow); do not use the file, check the checkpoint")
+        raise ExportError(f"the network of {str(checkpoint)!r} or its {export} file {str(dest)!r} gives NaN or inf "
+                          f"logits on the check images (its outputs overflow); do not use the file, check the "
+                          f"checkpoint")
     if diff is not None and diff > EXPORT_ATOL:
         raise ExportError(f"the {export} file {str(dest)!r} differs from the network by {diff:.3g} "
                           f"(> {EXPORT_ATOL:g}) in its logits")

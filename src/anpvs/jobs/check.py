@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import is_compact_checkpoint
+from ..checkpoint import checkpoint_paths, is_compact_checkpoint
 from ..checks import check_eps_sweep, check_model, check_robust_above_clean, eps_sweep, sweep_eps
 from ..errors import ConfigError, StorageError, check_output_file
 from ..evaluate import evaluation_record, write_record
@@ -24,9 +24,11 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
                      out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """``anpvs check``: checks (a) to (c) on a test batch, an eps sweep with checks (d) and (f); writes
     ``check.json`` beside the checkpoint (or to ``out``) and returns the record (``"warnings"``: all texts)."""
-    # a compacted checkpoint usually sits beside its source: its record must not replace the source's
-    default = RunDir.of(checkpoint).check_record(compact=out is None and is_compact_checkpoint(checkpoint))
-    out = check_output_file(out if out is not None else default, inputs=[checkpoint])  # before the work
+    # a compacted checkpoint usually sits beside its source: its record must not replace the source's;
+    # a pretrained model's goes to runs/pretrained/NAME/, never into the registry (checkpoint_paths)
+    file, home = checkpoint_paths(checkpoint)
+    default = RunDir.of(home).check_record(compact=out is None and is_compact_checkpoint(checkpoint))
+    out = check_output_file(out if out is not None else default, inputs=[file])  # before the work
     check_batch_size(batch_size)
     run = open_run(checkpoint, device=device)
     model, ckpt, cfg, dev = run.model, run.ckpt, run.cfg, run.device

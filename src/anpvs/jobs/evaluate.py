@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..attacks import ThreatSpec, eval_mode
-from ..checkpoint import CheckpointError, is_compact_checkpoint, load_model
+from ..checkpoint import CheckpointError, checkpoint_paths, is_compact_checkpoint, load_model
 from ..checks import check_metrics
 from ..config import MAX_FLOAT
 from ..errors import ConfigError, StorageError, check_output_file
@@ -58,11 +58,13 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
     The sanity checks (d) and (e) of :mod:`anpvs.checks` run on the results: ``record["warnings"]``.
     ``latency`` (default: the run's ``eval.latency``) adds the wall-clock latency of the masked and the
     compacted network (:func:`anpvs.evaluate.efficiency`), measured after the attacks."""
-    # a compacted checkpoint usually sits beside its source: its records must not replace the source's
-    default = RunDir.of(checkpoint).eval_record(black_box=bool(source), sampled=sample_weights,
-                                                compact=out is None and is_compact_checkpoint(checkpoint))
-    out = check_output_file(out if out is not None else default,
-                            inputs=[checkpoint, source])  # before the work, not after it
+    # a compacted checkpoint usually sits beside its source: its records must not replace the source's;
+    # a pretrained model's go to runs/pretrained/NAME/, never into the registry (checkpoint_paths)
+    file, home = checkpoint_paths(checkpoint)
+    default = RunDir.of(home).eval_record(black_box=bool(source), sampled=sample_weights,
+                                          compact=out is None and is_compact_checkpoint(checkpoint))
+    out = check_output_file(out if out is not None else default,  # before the work, not after it
+                            inputs=[file, checkpoint_paths(source)[0] if source is not None else None])
     check_batch_size(batch_size)
     run = open_run(checkpoint, device=device, sharded=True)
     model, ckpt, cfg, dev, world = run.model, run.ckpt, run.cfg, run.device, run.world

@@ -1,0 +1,348 @@
+"""The pretrained-model registry (issue 24): ``scripts/make_pretrained.py`` builds it from finished runs,
+``anpvs pretrained`` lists it, ``pretrained:NAME`` is read (SHA-256 first) by eval / check / compact /
+``--attack-source`` / ``--init`` and ``anpvs.load_pretrained``, and nothing is written into the registry.
+
+Two tiny real runs on the bundled digits (a Standard model, and an ANP-VS model from it cut to fixed unit
+counts so that it has a compacted twin), evaluated, then built into a registry in a temporary folder that
+``$ANPVS_PRETRAINED_DIR`` points at: the tests never write into the package.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from _toys import run_cli
+
+import anpvs
+from anpvs.config import flatten
+from anpvs.io import pretrained
+from anpvs.io.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--dataset", "mnist_sample", "--train-limit", "256", "--test-limit", "64", "--pgd-steps", "1",
+        "--batch-size", "32", "--device", "cpu", "--quiet", "--set", "train.lr_milestones=[]"]
+#: the evaluation of the runs, and of the pretrained models that must reproduce it
+EVAL = ["--test-limit", "64", "--steps", "2", "--no-latency", "--device", "cpu", "--quiet"]
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("make_pretrained", ROOT / "scripts" / "make_pretrained.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_pretrained = _builder()
+
+
+@dataclass
+class Built:
+    registry: Path
+    standard: Path  # run folders
+    anp_vs: Path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    tmp = tmp_path_factory.mktemp("pretrained")
+    # the Standard run sits in a reproduction folder, as anpvs reproduce lays it out
+    repro = tmp / "repro"
+    std = repro / "runs" / "standard" / "seed0"
+    anp = tmp / "anp_vs"
+    assert run_cli(["train", *TINY, "--method", "standard", "--epochs", "2", "--out", str(std)]) == 0
+    assert run_cli(["train", *TINY, "--method", "anp_vs", "--epochs", "1", "--init", str(std / "checkpoint.pt"),
+                    "--set", "method.target_units=[10,25,300,200]", "--set", "method.target_epoch=1",
+                    "--out", str(anp)]) == 0
+    for run in (std, anp):
+        assert run_cli(["eval", str(run / "checkpoint.pt"), *EVAL]) == 0
+    (repro / "reproduce.json").write_text(json.dumps({
+        "protocol": "mnist_sample.yaml", "table": "mnist", "scale": "sample", "seeds": [0],
+        "rows": [{"key": "standard", "label": "Standard"}], "runs": {"standard/seed0": "runs/standard/seed0"}}))
+    registry = tmp / "registry"
+    make_pretrained.build([("tiny/standard", std), ("tiny/anp_vs", anp)], registry)
+    return Built(registry, std, anp)
+
+
+@pytest.fixture()
+def use(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Built:
+    """The built registry as $ANPVS_PRETRAINED_DIR, the working folder a fresh temporary one."""
+    monkeypatch.setenv(pretrained.ENV, str(built.registry))
+    monkeypatch.chdir(tmp_path)
+    return built
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def one_error_line(err: str, fragment: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("anpvs: error:") and "Traceback" not in err, err
+    assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def manifest(built: Built) -> dict[str, dict]:
+    data = yaml.safe_load((built.registry / pretrained.MANIFEST).read_text())
+    return {m["name"]: m for m in data["models"]}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Zero models: the package's own registry, and an empty one
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_the_package_registry_reads_and_every_shipped_file_verifies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(pretrained.ENV, raising=False)
+    assert pretrained.registry_dir() == Path(anpvs.__file__).resolve().parent / "pretrained"
+    for m in pretrained.read_manifest():  # none in this version; each one shipped later must match its hash
+        for f in filter(None, (m.weights, m.compact)):
+            assert pretrained.sha256_file(pretrained.registry_dir() / f.file) == f.sha256
+
+
+def test_an_empty_registry_says_so_and_how_to_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(ROOT / "src" / "anpvs" / "pretrained" / pretrained.MANIFEST, tmp_path)
+    monkeypatch.setenv(pretrained.ENV, str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(["pretrained"]) == 0
+    out = capsys.readouterr().out
+    assert "holds no models" in out and "scripts/make_pretrained.py" in out
+    assert run_cli(["eval", "pretrained:mnist/anp_vs"]) == 2
+    one_error_line(capsys.readouterr().err, "holds none")
+    monkeypatch.delenv(pretrained.ENV)
+    if not pretrained.read_manifest():  # the package's own registry, while it ships no models
+        assert run_cli(["pretrained"]) == 0
+        assert "no pretrained models are shipped in this version" in capsys.readouterr().out
+        assert run_cli(["compact", "pretrained:mnist/anp_vs"]) == 2
+        one_error_line(capsys.readouterr().err, "none are shipped in this version of anpvs")
+    assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------------------------------------
+# The builder
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_the_builder_records_files_hashes_command_and_metrics(built: Built) -> None:
+    entries = manifest(built)
+    assert sorted(entries) == ["tiny/anp_vs", "tiny/standard"]
+    std, anp = entries["tiny/standard"], entries["tiny/anp_vs"]
+    for e in (std, anp):
+        for f in filter(None, (e, e["compact"])):
+            path = built.registry / f["file"]
+            assert f["sha256"] == pretrained.sha256_file(path) and f["size"] == path.stat().st_size
+    # only the model with pruned units has a compacted twin, which loads as a compacted network
+    assert std["compact"] is None and anp["compact"]["file"] == "tiny/anp_vs.compact.pt"
+    twin = torch.load(built.registry / anp["compact"]["file"], weights_only=True)
+    assert twin["model_name"] == "lenet5_caffe_compact"
+    # shipped without the training state: a third of the run's checkpoint
+    shipped = torch.load(built.registry / std["file"], weights_only=True)
+    assert set(shipped) <= set(make_pretrained.KEEP) and "optimizers" not in shipped
+    assert std["size"] < RunDir(built.standard).checkpoint.stat().st_size / 2
+    # metrics are those of the run's evaluation record, with the attack and the test-set size
+    for e, run in ((std, built.standard), (anp, built.anp_vs)):
+        rec = json.loads((run / "eval.json").read_text())
+        assert e["metrics"]["record"] == "eval.json" and e["metrics"]["n"] == rec["metrics"]["n"] == 64
+        for key in ("clean_acc", "pgd_acc", "flops_speedup", "unit_sparsity"):
+            assert e["metrics"][key] == rec["metrics"][key]
+        assert e["metrics"]["vulnerability"] == rec["metrics"]["pgd_vulnerability"]
+        assert e["metrics"]["attack"]["steps"] == 2 and e["metrics"]["autoattack"] is None
+    assert anp["metrics"]["active_units"] == [10, 25, 300, 200]
+    # the Standard run belongs to a reproduction: its reproduce command; ANP-VS's --init names the Standard model
+    assert std["training"]["protocol"]["command"].startswith(
+        "anpvs reproduce --table mnist --scale sample --seeds 1 --rows standard")
+    assert anp["training"]["protocol"] is None
+    assert "--init runs/tiny/standard/checkpoint.pt" in anp["training"]["command"]
+
+
+@pytest.mark.parametrize("name", ["tiny/standard", "tiny/anp_vs"])
+def test_the_training_command_rebuilds_the_runs_config(built: Built, name: str) -> None:
+    from anpvs.cli import _train_config, build_parser
+
+    run = built.standard if name == "tiny/standard" else built.anp_vs
+    command = shlex.split(manifest(built)[name]["training"]["command"])
+    assert command[:2] == ["anpvs", "train"]
+    cfg = flatten(_train_config(build_parser().parse_args(command[1:])).to_dict())
+    want = flatten(yaml.safe_load(RunDir(run).config.read_text()))
+    assert cfg["out"] == f"runs/{name}"
+    for key in ("out", "device", "init"):
+        cfg.pop(key), want.pop(key)
+    assert cfg == want
+
+
+def test_the_builder_refuses_a_stale_or_missing_record(built: Built, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(built.standard, run)
+    rec = json.loads((run / "eval.json").read_text())
+    (run / "eval.json").write_text(json.dumps({**rec, "epochs": 1}))  # the record of an earlier epoch
+    with pytest.raises(make_pretrained.BuildError, match="at epoch 1, but the checkpoint .* at epoch 2"):
+        make_pretrained.build([("tiny/stale", run)], tmp_path / "reg")
+    (run / "eval.json").unlink()
+    with pytest.raises(make_pretrained.BuildError, match="has no evaluation record"):
+        make_pretrained.build([("tiny/stale", run)], tmp_path / "reg")
+    with pytest.raises(anpvs.config.ConfigError, match="dataset/model"):
+        make_pretrained.build([("Tiny", built.standard)], tmp_path / "reg")
+    assert not (tmp_path / "reg" / pretrained.MANIFEST).exists()
+
+
+# --------------------------------------------------------------------------------------------------------
+# One name everywhere
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_pretrained_lists_the_models_with_their_metrics(use: Built, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["pretrained"]) == 0
+    out = capsys.readouterr().out
+    clean = manifest(use)["tiny/standard"]["metrics"]["clean_acc"]
+    row = next(ln for ln in out.splitlines() if ln.startswith("tiny/standard "))
+    assert f"{clean:.2f}" in row and "standard" in row and "mnist_sample" in row
+    assert "tiny/anp_vs.compact" in next(ln for ln in out.splitlines() if ln.startswith("tiny/anp_vs "))
+
+
+def test_eval_of_a_pretrained_model_reproduces_its_manifest(use: Built, tmp_path: Path) -> None:
+    before = snapshot(use.registry)
+    entries = manifest(use)
+    for spec, name, record in (("pretrained:tiny/standard", "tiny/standard", "eval.json"),
+                               ("pretrained:tiny/anp_vs.compact", "tiny/anp_vs", "eval_compact.json")):
+        m = entries[name]["metrics"]
+        assert run_cli(["eval", spec, *EVAL]) == 0
+        out = tmp_path / "runs" / "pretrained" / name / record  # under the working folder, not the registry
+        rec = json.loads(out.read_text())
+        assert rec["checkpoint"] == spec and rec["metrics"]["n"] == m["n"]
+        assert (rec["metrics"]["clean_acc"], rec["metrics"]["pgd_acc"]) == (m["clean_acc"], m["pgd_acc"])
+    assert snapshot(use.registry) == before
+
+
+def test_attack_source_check_and_compact_take_pretrained_names(use: Built, tmp_path: Path) -> None:
+    before = snapshot(use.registry)
+    assert run_cli(["eval", "pretrained:tiny/anp_vs", *EVAL, "--attack-source", "pretrained:tiny/standard"]) == 0
+    rec = json.loads((tmp_path / "runs/pretrained/tiny/anp_vs/eval_bb.json").read_text())
+    assert rec["black_box_source"] == "pretrained:tiny/standard" and "bb_pgd_acc" in rec["metrics"]
+    assert run_cli(["check", "pretrained:tiny/standard", "--test-limit", "16", "--steps", "1", "--eps-sweep", "0,0.3",
+                    "--device", "cpu", "--quiet"]) == 0
+    assert json.loads((tmp_path / "runs/pretrained/tiny/standard/check.json").read_text())["metrics"]["n"] == 16
+    assert run_cli(["compact", "pretrained:tiny/anp_vs"]) == 0
+    small, ckpt = anpvs.load_model(tmp_path / "runs/pretrained/tiny/anp_vs/checkpoint.compact.pt")
+    assert ckpt["compact"]["source_sha256"] == manifest(use)["tiny/anp_vs"]["sha256"]
+    assert snapshot(use.registry) == before
+
+
+def test_load_pretrained_and_init(use: Built, tmp_path: Path) -> None:
+    model, ckpt = anpvs.load_pretrained("tiny/standard")
+    same, _ = anpvs.load_model(RunDir(use.standard).checkpoint)
+    x = torch.rand(4, 1, 28, 28)
+    assert not model.training and torch.equal(model(x), same(x))
+    twin, _ = anpvs.load_pretrained("pretrained:tiny/anp_vs.compact")
+    full, _ = anpvs.load_pretrained("tiny/anp_vs")
+    assert torch.allclose(twin(x), full(x), atol=1e-5)
+    with pytest.raises(anpvs.config.ConfigError, match="known: tiny/anp_vs, tiny/anp_vs.compact, tiny/standard"):
+        anpvs.load_pretrained("tiny/nope")
+    assert run_cli(["train", *TINY, "--train-limit", "64", "--method", "at", "--epochs", "1", "--init",
+                    "pretrained:tiny/standard", "--out", str(tmp_path / "ft")]) == 0
+
+
+def test_an_unknown_name_lists_the_known_ones(use: Built, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["eval", "pretrained:tiny/nope"]) == 2
+    one_error_line(capsys.readouterr().err, "known: tiny/anp_vs, tiny/anp_vs.compact, tiny/standard")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Tampered files and manifests
+# --------------------------------------------------------------------------------------------------------
+
+
+def _tampered(built: Built, tmp_path: Path, edit) -> Path:
+    copy = tmp_path / "registry"
+    shutil.copytree(built.registry, copy)
+    edit(copy / "tiny" / "standard.pt")
+    return copy
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one weight
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (_flip, "is not the file the manifest lists (SHA-256"),
+    (lambda p: p.write_bytes(p.read_bytes() + b"\0"), "bytes, the manifest says"),
+    (lambda p: p.unlink(), "is missing"),
+], ids=["bit-flipped", "appended", "missing"])
+@pytest.mark.parametrize("command", [["eval", "pretrained:tiny/standard", *EVAL],
+                                     ["check", "pretrained:tiny/standard", "--test-limit", "16"],
+                                     ["compact", "pretrained:tiny/standard"],
+                                     ["eval", "pretrained:tiny/anp_vs.compact", "--attack-source",
+                                      "pretrained:tiny/standard", *EVAL]],
+                         ids=["eval", "check", "compact", "attack-source"])
+def test_a_tampered_file_is_refused_before_torch_load(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str], edit, fragment: str,
+                                                      command: list[str]) -> None:
+    registry = _tampered(built, tmp_path, edit)
+    monkeypatch.setenv(pretrained.ENV, str(registry))
+    monkeypatch.chdir(tmp_path)
+    loads: list[object] = []
+    real_load = torch.load
+
+    def spy(f, *args, **kwargs):
+        loads.append(f)
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    before = snapshot(tmp_path)
+    assert run_cli(command) == 1
+    one_error_line(capsys.readouterr().err, fragment)
+    # nothing parsed the file: the black-box case parsed only its (verified) target before refusing the source
+    assert len(loads) == (1 if "--attack-source" in command else 0)
+    assert snapshot(tmp_path) == before  # no record written
+    with pytest.raises(pretrained.PretrainedError, match=re.escape(fragment)):
+        anpvs.load_pretrained("tiny/standard")
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda m: m["models"][0].update(file="../outside.pt"), "not a relative .pt path inside the folder"),
+    (lambda m: m["models"][0].update(file="/etc/passwd"), "not a relative .pt path inside the folder"),
+    (lambda m: m["models"][0].update(sha256="0" * 63), "has no SHA-256"),
+    (lambda m: m["models"].append(copy.deepcopy(m["models"][0])), "lists tiny/anp_vs twice"),
+    (lambda m: m["models"][0].update(name="Mnist/x y"), "has no valid name"),
+    (lambda m: m.update(format="something-else"), "is not a format_version 1"),
+], ids=["dotdot", "absolute", "short-sha", "twice", "bad-name", "format"])
+def test_a_bad_manifest_is_one_line(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str], edit, fragment: str) -> None:
+    registry = _tampered(built, tmp_path, lambda p: None)
+    data = yaml.safe_load((registry / pretrained.MANIFEST).read_text())
+    edit(data)
+    (registry / pretrained.MANIFEST).write_text(yaml.safe_dump(data))
+    monkeypatch.setenv(pretrained.ENV, str(registry))
+    assert run_cli(["pretrained"]) == 1
+    one_error_line(capsys.readouterr().err, fragment)
+
+
+def test_a_link_out_of_the_registry_is_refused(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    outside = tmp_path / "elsewhere.pt"
+    registry = _tampered(built, tmp_path, lambda p: (shutil.move(p, outside), p.symlink_to(outside)))
+    monkeypatch.setenv(pretrained.ENV, str(registry))
+    assert run_cli(["eval", "pretrained:tiny/standard", *EVAL]) == 1
+    one_error_line(capsys.readouterr().err, "leads outside")
+
+
+def test_the_cli_still_imports_no_torch_and_the_api_is_lazy() -> None:
+    code = ("import sys, anpvs, anpvs.cli\n"
+            "assert 'load_pretrained' in anpvs.__all__\n"
+            "print(','.join(m for m in ('torch', 'yaml') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
