@@ -10,8 +10,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from anpvs.compact import (
-    CompactLeNet5Caffe,
-    CompactVGG16,
     ConstantInputConv2d,
     compact,
     compact_from_state_dict,
@@ -19,7 +17,8 @@ from anpvs.compact import (
 )
 from anpvs.metrics.efficiency import analytic_flops, measured_flops, weight_stats
 from anpvs.models import create_model
-from anpvs.models.vgg16 import AFTER_BLOCK
+from anpvs.models.lenet5_caffe import CompactLeNet5Caffe
+from anpvs.models.vgg16 import AFTER_BLOCK, CompactVGG16
 
 torch.set_num_threads(1)
 

@@ -14,7 +14,7 @@ from anpvs.checkpoint import CheckpointError, load_weights
 from anpvs.models import create_model, list_models
 
 # input (C, H, W) of each architecture family (``model.arch``)
-INPUT_SHAPES = {"lenet5_caffe": (1, 28, 28), "vgg16": (3, 32, 32)}
+INPUT_SHAPES = {"lenet5_caffe": (1, 28, 28), "vgg16": (3, 32, 32), "resnet18": (3, 32, 32), "wide_resnet": (3, 32, 32)}
 
 # docs/reference.md §1: the latents the vulnerability compares, per architecture, for a batch of N.
 VGG_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
@@ -23,6 +23,10 @@ LATENT_SHAPES = {
     "lenet5_caffe": [(20, 24, 24), (50, 8, 8), (500,)],
     # 13 conv ReLU outputs (before pool/dropout), then dense14 before BN and after BN+ReLU
     "vgg16": [(c, s, s) for c, s in zip(VGG_WIDTHS, VGG_SIZES, strict=True)] + [(512,), (512,)],
+    # the 8 block outputs (after the residual addition and ReLU)
+    "resnet18": [(c, s, s) for c, s in ((64, 32), (128, 16), (256, 8), (512, 4)) for _ in range(2)],
+    # WRN-28-4: each block's pre-activation ReLU(BN1(x)) (12 blocks), then the head's ReLU(BN(x))
+    "wide_resnet": [(16, 32, 32)] + [(64, 32, 32)] * 4 + [(128, 16, 16)] * 4 + [(256, 8, 8)] * 4,
 }
 
 BATCH = 2

@@ -187,9 +187,8 @@ def _check_config(ckpt: dict[str, Any], name: str, where: str) -> None:
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model stored in a checkpoint; returns ``(model in eval mode, checkpoint dict)``.
 
-    A compacted checkpoint (``anpvs compact``, a ``"compact"`` entry) rebuilds its
-    :class:`~anpvs.compact.CompactLeNet5Caffe` / :class:`~anpvs.compact.CompactVGG16` from the shapes of
-    its state dict."""
+    A compacted checkpoint (``anpvs compact``, a ``"compact"`` entry) rebuilds its compacted network (the
+    architecture's ``compact_class``, recognized by its state dict) from the shapes of its state dict."""
     ckpt = read_checkpoint(path, map_location)
     if "compact" in ckpt:
         return _load_compact(path, ckpt).to(map_location).eval(), ckpt
@@ -231,7 +230,8 @@ def is_compact_checkpoint(path: str | Path) -> bool:
     return isinstance(ckpt, dict) and "compact" in ckpt
 
 
-#: the model_kwargs of a compacted checkpoint (``bn_eps``: VGG's BN epsilon, not part of a state dict)
+#: the model_kwargs of a compacted checkpoint (``bn_eps``: a BN epsilon that is not part of a state dict, the
+#: network's ``compact_kwargs``)
 COMPACT_KWARGS = ("num_classes", "in_channels", "bn_eps")
 
 
@@ -242,14 +242,17 @@ def _validate_compact(ckpt: dict[str, Any], where: str) -> None:
     the source (:func:`anpvs.compact.check_compact_state`, on the ``meta`` device), its tensors are finite,
     its config trains the source's architecture, and its source, when that file is at hand, is the one it
     was compacted from (SHA-256)."""
-    from .compact import check_compact_state, example_shape
+    from .compact import check_compact_state, compact_class, example_shape
     from .metrics.efficiency import model_full_units
 
     sd = _state_dict(ckpt, where)
     info, kwargs = ckpt.get("compact"), ckpt.get("model_kwargs")
     if not isinstance(info, dict) or not isinstance(kwargs, dict):
         raise _bad(where, "its compact / model_kwargs entries are not mappings")
-    arch = "lenet5_caffe" if "conv1.weight" in sd else "vgg16" if "convs.0.weight" in sd else None
+    try:
+        arch = compact_class(sd).arch
+    except ValueError:
+        arch = None
     name = ckpt.get("model_name")
     if not isinstance(name, str) or not name.endswith("_compact"):
         raise _bad(where, f"it names model {name!r} but has a 'compact' entry, which only checkpoints written by "
@@ -299,7 +302,8 @@ def _load_compact(path: str | Path, ckpt: dict[str, Any]) -> nn.Module:
 
     info = ckpt["compact"]
     try:
-        model = compact_from_state_dict(ckpt["state_dict"], bn_eps=float(ckpt["model_kwargs"].get("bn_eps", 1e-3)))
+        extra = {k: float(v) for k, v in ckpt["model_kwargs"].items() if k not in ("num_classes", "in_channels")}
+        model = compact_from_state_dict(ckpt["state_dict"], **extra)
         model.source_units = [int(u) for u in info["source_active_units"]]
         model.source_model_name = str(info["source_model_name"])
         model.source_model_kwargs = dict(info["source_model_kwargs"])
@@ -316,12 +320,11 @@ def make_compact_checkpoint(net: nn.Module, source_ckpt: dict[str, Any], *, sour
     """The checkpoint of a compacted network: its state dict, the source checkpoint's config, data
     description, epoch and metrics, and a ``"compact"`` entry (source path and SHA-256, source model, its
     active units, the compacted layer widths) that :func:`load_model` rebuilds it from."""
-    from .compact import CompactVGG16, compact_widths
+    from .compact import compact_widths
 
     kwargs: dict[str, Any] = {k: v for k, v in source_ckpt["model_kwargs"].items()
                               if k in ("num_classes", "in_channels")}
-    if isinstance(net, CompactVGG16):
-        kwargs["bn_eps"] = float(net.bns[0].eps)
+    kwargs.update(net.compact_kwargs())
     ckpt = make_checkpoint(net, config=source_ckpt.get("config"), epoch=source_ckpt.get("epoch", 0),
                            metrics=source_ckpt.get("metrics"))
     ckpt["model_name"] = f"{net.arch}_compact"

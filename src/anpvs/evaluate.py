@@ -23,9 +23,9 @@ from ._version import __version__
 from .attacks import autoattack_flags, eval_mode
 from .attacks.base import check_images
 from .checkpoint import git_commit
-from .compact import attack_network, compact_stats
+from .compact import attack_network, compact_stats, efficiency_columns
 from .io.atomic import write_json
-from .metrics.efficiency import efficiency_report, model_full_units, weight_stats
+from .metrics.efficiency import weight_stats
 from .metrics.vulnerability import vulnerability
 from .pruning import active_units
 from .runtime import effective_precision
@@ -157,7 +157,7 @@ def efficiency(model: nn.Module, *, latency: bool = True, latency_budget_s: floa
 
     units = list(model.source_units) if is_compact(model) else active_units(model)
     masked, net = compact_pair(model)
-    rep = efficiency_report(model.arch, units, num_classes=model.num_classes, full=model_full_units(masked))
+    rep = efficiency_columns(masked, units, net=net)
     ws = weight_stats(net if is_compact(model) else model)
     cs = compact_stats(model)
     out = {

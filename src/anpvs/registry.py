@@ -92,5 +92,9 @@ METHODS: Registry[Callable[..., Any]] = Registry("method", "anpvs.methods")
 ATTACKS: Registry[Callable[..., Any]] = Registry("attack", "anpvs.attacks")
 SPARSIFIERS: Registry[Callable[..., Any]] = Registry("sparsifier", "anpvs.sparsifiers")
 DATA_FORMATS: Registry[Callable[..., Any]] = Registry("dataset", "anpvs.data.formats")
+#: architecture name (``model.arch``) -> its masked/plain network class (:class:`anpvs.models.base.Classifier`
+#: subclasses register themselves), for what is read from an architecture rather than one model
+ARCHITECTURES: Registry[type] = Registry("architecture", "anpvs.models")
 
-__all__ = ["ATTACKS", "DATA_FORMATS", "METHODS", "MODELS", "SPARSIFIERS", "Registry", "UnknownNameError"]
+__all__ = ["ARCHITECTURES", "ATTACKS", "DATA_FORMATS", "METHODS", "MODELS", "SPARSIFIERS", "Registry",
+           "UnknownNameError"]

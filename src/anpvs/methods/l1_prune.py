@@ -46,16 +46,13 @@ from .target import TargetSettings, asked_target, target_counts
 
 
 def unit_weights(model: nn.Module) -> list[tuple[Tensor, int, int | None]]:
-    """Per mask of a masked LeNet5-Caffe / VGG-16, in mask order: ``(weight, dim, parent)``: unit ``k`` is scored
-    by ``weight``'s slice ``k`` along ``dim``; ``parent`` is the mask of the conv channels whose positions the
-    units are (or None)."""
-    if model.arch == "lenet5_caffe":
-        return [(model.conv1.weight, 0, None), (model.conv2.weight, 0, None),
-                (model.dense3.weight, 1, 1), (model.dense3.weight, 0, None)]
-    if model.arch == "vgg16":
-        convs: list[tuple[Tensor, int, int | None]] = [(c.weight, 0, None) for c in model.convs]
-        return convs + [(model.dense14.weight, 1, len(convs) - 1), (model.dense14.weight, 0, None)]
-    raise ConfigError(f"l1_prune knows the units of lenet5_caffe and vgg16, not {model.arch!r}")
+    """Per mask of a masked model, in mask order: ``(weight, dim, parent)``: unit ``k`` is scored by ``weight``'s
+    slice ``k`` along ``dim``; ``parent`` is the mask of the conv channels whose positions the units are (or
+    None). The architecture declares them (``model.unit_weights()``, the architecture protocol)."""
+    declared = getattr(model, "unit_weights", None)
+    if declared is None:
+        raise ConfigError(f"l1_prune needs a model that declares unit_weights(); {type(model).__name__} does not")
+    return declared()
 
 
 def l1_scores(weight: Tensor, dim: int) -> Tensor:

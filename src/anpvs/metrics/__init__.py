@@ -5,9 +5,8 @@
 * :mod:`anpvs.metrics.vulnerability`: latent-feature vulnerability (metric and VS loss).
 """
 
+from anpvs.metrics import efficiency as _efficiency
 from anpvs.metrics.efficiency import (
-    ARCHS,
-    UNIT_TOTALS,
     analytic_flops,
     analytic_memory,
     efficiency_report,
@@ -32,3 +31,9 @@ __all__ = [
     # vulnerability
     "vulnerability",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("ARCHS", "UNIT_TOTALS"):  # computed from the registered architectures on first use
+        return getattr(_efficiency, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,11 @@
-"""Analytic efficiency metrics of a unit-pruned LeNet5-Caffe or VGG-16 (docs/decisions.md item 5;
-docs/reference.md §2, §6, §7).
+"""Efficiency metrics of a unit-pruned network: the paper's analytic formulas (docs/decisions.md item 5;
+docs/reference.md §2, §6, §7) for the architectures that declare them, FLOPs counted by FlopCounterMode and
+weight statistics for every architecture.
+
+The per-architecture formulas live with their models (``analytic_flops`` / ``analytic_memory`` of
+:class:`anpvs.models.lenet5_caffe.LeNet5Caffe` and :class:`anpvs.models.vgg16.VGG16`, built from the per-layer
+terms here); the functions below take the architecture's name (``ARCHS``: the registered architectures that
+declare them).
 
 Every analytic function here is a pure function of the *active-unit counts*: the number of kept
 units (neurons, channels or flattened inputs) behind each Beta-Bernoulli mask, in mask order.
@@ -41,44 +47,44 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["ARCHS", "UNIT_TOTALS", "analytic_flops", "analytic_memory", "efficiency_report", "full_units",
-           "measured_flops", "model_full_units", "unit_sparsity", "weight_stats"]
+from ..registry import ARCHITECTURES
 
-_LENET_UNITS: tuple[int, ...] = (20, 50, 800, 500)
-_VGG_UNITS: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512)
-_UNITS: dict[str, tuple[int, ...]] = {"lenet5_caffe": _LENET_UNITS, "vgg16": _VGG_UNITS}
+__all__ = ["analytic_flops", "analytic_memory", "conv_flops", "conv_memory",
+           "counted_report", "dense_flops", "dense_memory", "efficiency_report", "full_units", "measured_flops",
+           "model_full_units", "pool_flops", "unit_sparsity", "weight_stats"]
 
-#: Architectures the analytic metrics know.
-ARCHS: tuple[str, ...] = tuple(_UNITS)
-#: Total number of maskable units (the denominator of unit sparsity, docs/reference.md §2).
-UNIT_TOTALS: dict[str, int] = {name: sum(units) for name, units in _UNITS.items()}
-
-# LeNet5-Caffe: 28x28 input, VALID 5x5 convs -> 24x24 and 8x8 outputs, each followed by a 2x2 pool.
-_LENET_IN_SIDE = 28
-_LENET_CONV_OUT_SIDES = (24, 8)
-_LENET_KERNEL = 5
-# VGG-16 (CIFAR): SAME 3x3 convs, so each conv's output side equals its input side.
-_VGG_IN_CHANNELS = 3
-_VGG_CONV_SIDES = (32, 32, 16, 16, 8, 8, 8, 4, 4, 4, 2, 2, 2)
-_VGG_POOL_AFTER = frozenset({1, 3, 6, 9, 12})  # 0-based conv indices followed by a 2x2 max-pool
-_VGG_KERNEL = 3
 _POOL = 2
+
+
+def _analytic_archs() -> dict[str, type]:
+    """The architectures with the paper's analytic costs: registered classes that declare ``analytic_flops``."""
+    return {name: cls for name, cls in ARCHITECTURES.items() if getattr(cls, "analytic_flops", None) is not None}
+
+
+def __getattr__(name: str):
+    # computed on first use: the architectures register themselves when anpvs.models is imported
+    if name == "ARCHS":  # architectures the analytic metrics know
+        return tuple(_analytic_archs())
+    if name == "UNIT_TOTALS":  # total maskable units of the paper's networks (the denominator of unit sparsity)
+        return {arch: sum(cls.paper_units) for arch, cls in _analytic_archs().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- validation
 
 
-def _check_arch(arch: str) -> tuple[int, ...]:
+def _arch_class(arch: str) -> type:
+    archs = _analytic_archs()
     try:
-        return _UNITS[arch]
+        return archs[arch]
     except KeyError:
-        raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(ARCHS)}") from None
+        raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(archs)}") from None
 
 
 def _check_full(arch: str, full: Sequence[int] | None) -> tuple[int, ...]:
     """The unpruned unit counts: ``full`` (a narrower or wider network of ``arch``, e.g. VGG-16 at a width
     multiplier) when given, else the paper's network."""
-    default = _check_arch(arch)
+    default = tuple(_arch_class(arch).paper_units)
     if full is None:
         return default
     values = tuple(operator.index(v) for v in full)
@@ -87,9 +93,8 @@ def _check_full(arch: str, full: Sequence[int] | None) -> tuple[int, ...]:
     return values
 
 
-def _check_active(arch: str, active: Sequence[int], full: Sequence[int] | None = None) -> list[int]:
-    """Return ``active`` as a list of Python ints after checking its length and ranges."""
-    full = _check_full(arch, full)
+def _check_counts(what: str, active: Sequence[int], full: Sequence[int]) -> list[int]:
+    """Return ``active`` as a list of Python ints after checking its length and ranges against ``full``."""
     values: list[int] = []
     for i, a in enumerate(active):
         try:
@@ -97,11 +102,15 @@ def _check_active(arch: str, active: Sequence[int], full: Sequence[int] | None =
         except TypeError:
             raise TypeError(f"active[{i}] must be an integer, got {a!r}") from None
     if len(values) != len(full):
-        raise ValueError(f"{arch} has {len(full)} masked layers, got {len(values)} active counts")
+        raise ValueError(f"{what} has {len(full)} masked layers, got {len(values)} active counts")
     for i, (a, n) in enumerate(zip(values, full, strict=True)):
         if not 0 <= a <= n:
-            raise ValueError(f"active[{i}] = {a} is outside [0, {n}] for {arch}")
+            raise ValueError(f"active[{i}] = {a} is outside [0, {n}] for {what}")
     return values
+
+
+def _check_active(arch: str, active: Sequence[int], full: Sequence[int] | None = None) -> list[int]:
+    return _check_counts(arch, active, _check_full(arch, full))
 
 
 def _check_classes(num_classes: int) -> int:
@@ -114,7 +123,7 @@ def _check_classes(num_classes: int) -> int:
 # --------------------------------------------------------------------------- per-layer formulas
 
 
-def _conv_flops(side_out: int, c_in: int, c_out: int, kernel: int) -> int:
+def conv_flops(side_out: int, c_in: int, c_out: int, kernel: int) -> int:
     """``C_out*H*W*(2*K^2*C_in - 1)`` multiply-adds, plus one bias add and one ReLU per output.
 
     ``2n - 1`` is the cost of an n-term dot product (n products, n - 1 additions).
@@ -123,18 +132,18 @@ def _conv_flops(side_out: int, c_in: int, c_out: int, kernel: int) -> int:
     return outputs * (2 * kernel * kernel * c_in - 1) + 2 * outputs
 
 
-def _pool_flops(side_in: int, channels: int) -> int:
+def pool_flops(side_in: int, channels: int) -> int:
     """A ``k x k`` stride-``k`` max-pool charges ``k^2`` FLOPs per output: ``C*H_out*W_out*k^2``."""
     side_out = side_in // _POOL
     return channels * side_out * side_out * _POOL * _POOL
 
 
-def _dense_flops(n_in: int, n_out: int, *, activation: bool) -> int:
+def dense_flops(n_in: int, n_out: int, *, activation: bool) -> int:
     """``(2*in - 1)*out`` for the matrix product, ``out`` for the bias, ``out`` more for an activation."""
     return (2 * n_in - 1) * n_out + n_out + (n_out if activation else 0)
 
 
-def _conv_memory(side_out: int, c_in: int, c_out: int, kernel: int, *, batch_norm: bool) -> int:
+def conv_memory(side_out: int, c_in: int, c_out: int, kernel: int, *, batch_norm: bool) -> int:
     """``K^2*C_in*H*W`` (the im2col input buffer) + ``K^2*C_in*C_out`` (the kernel) + ``2*C_out`` for BN.
 
     As in the reference there is no term for the conv bias.
@@ -143,7 +152,7 @@ def _conv_memory(side_out: int, c_in: int, c_out: int, kernel: int, *, batch_nor
     return patch * side_out * side_out + patch * c_out + (2 * c_out if batch_norm else 0)
 
 
-def _dense_memory(n_in: int, n_out: int, *, batch_norm: bool, legacy: bool = False) -> int:
+def dense_memory(n_in: int, n_out: int, *, batch_norm: bool, legacy: bool = False) -> int:
     """``in*out`` weights + ``out`` biases + ``2*out`` BN affine parameters when BN follows.
 
     The reference charges BN ``2*in`` (docs/reference.md §7.4); BN14 normalizes dense14's *outputs*, so the
@@ -164,14 +173,12 @@ def full_units(arch: str) -> list[int]:
     >>> full_units("lenet5_caffe")
     [20, 50, 800, 500]
     """
-    return list(_check_arch(arch))
+    return list(_arch_class(arch).paper_units)
 
 
 def model_full_units(model: nn.Module) -> list[int]:
-    """Unit counts of ``model``'s own unpruned network (its ``unit_widths`` when it declares them, e.g. VGG-16
-    at a width multiplier; else the paper's network of its ``arch``)."""
-    widths = getattr(model, "unit_widths", None)
-    return list(widths) if widths is not None else full_units(model.arch)
+    """Unit counts of ``model``'s own unpruned network: its ``unit_widths`` (the architecture protocol)."""
+    return list(model.unit_widths)
 
 
 def unit_sparsity(arch: str, active: Sequence[int], *, full: Sequence[int] | None = None) -> float:
@@ -206,28 +213,7 @@ def analytic_flops(arch: str, active: Sequence[int], *, num_classes: int = 10,
     ``full``: the unpruned unit counts when the network is not the paper's (a VGG-16 width multiplier).
     """
     values = _check_active(arch, active, full)
-    n_cls = _check_classes(num_classes)
-    if arch == "lenet5_caffe":
-        c1, c2, f3, h4 = values
-        s1, s2 = _LENET_CONV_OUT_SIDES
-        return (
-            _conv_flops(s1, 1, c1, _LENET_KERNEL)
-            + _pool_flops(s1, c1)
-            + _conv_flops(s2, c1, c2, _LENET_KERNEL)
-            + _pool_flops(s2, c2)
-            + _dense_flops(f3, h4, activation=True)
-            + _dense_flops(h4, n_cls, activation=False)
-        )
-    channels = [_VGG_IN_CHANNELS, *values[:13]]
-    flops = 0
-    for i, side in enumerate(_VGG_CONV_SIDES):
-        flops += _conv_flops(side, channels[i], channels[i + 1], _VGG_KERNEL)
-        if i in _VGG_POOL_AFTER:
-            flops += _pool_flops(side, channels[i + 1])
-    d14, d15 = values[13:]
-    flops += _dense_flops(d14, d15, activation=True)
-    flops += _dense_flops(d15, n_cls, activation=True)  # reference default; see module docstring
-    return flops
+    return _arch_class(arch).analytic_flops(values, _check_classes(num_classes))
 
 
 def analytic_memory(
@@ -254,27 +240,7 @@ def analytic_memory(
     ``legacy_memory`` has no effect on LeNet5-Caffe, whose formula has neither bug.
     """
     values = _check_active(arch, active, full)
-    n_cls = _check_classes(num_classes)
-    if arch == "lenet5_caffe":
-        c1, c2, f3, h4 = values
-        s1, s2 = _LENET_CONV_OUT_SIDES
-        return (
-            _conv_memory(s1, 1, c1, _LENET_KERNEL, batch_norm=False)
-            + _conv_memory(s2, c1, c2, _LENET_KERNEL, batch_norm=False)
-            + _dense_memory(f3, h4, batch_norm=False)
-            + _dense_memory(h4, n_cls, batch_norm=False)
-        )
-    channels = [_VGG_IN_CHANNELS, *values[:13]]
-    conv_mem = sum(
-        _conv_memory(side, channels[i], channels[i + 1], _VGG_KERNEL, batch_norm=True)
-        for i, side in enumerate(_VGG_CONV_SIDES)
-    )
-    d14, d15 = values[13:]
-    head_mem = _dense_memory(d14, d15, batch_norm=True, legacy=legacy_memory) + _dense_memory(
-        d15, n_cls, batch_norm=False
-    )
-    repeats = len(_VGG_CONV_SIDES) if legacy_memory else 1
-    return conv_mem + repeats * head_mem
+    return _arch_class(arch).analytic_memory(values, _check_classes(num_classes), legacy_memory)
 
 
 def efficiency_report(
@@ -307,6 +273,25 @@ def efficiency_report(
         "active_units": values,
         "units_total": sum(full),
         "unit_sparsity": unit_sparsity(arch, values, full=full),
+        "flops": flops,
+        "flops_orig": flops_orig,
+        "flops_speedup": flops_orig / flops if flops > 0 else math.inf,
+        "memory": memory,
+        "memory_orig": memory_orig,
+        "memory_pct": memory / memory_orig * 100.0,
+    }
+
+
+def counted_report(active: Sequence[int], full: Sequence[int], *, flops: int, flops_orig: int, memory: int,
+                   memory_orig: int) -> dict:
+    """:func:`efficiency_report`'s dict for an architecture without the paper's formulas: ``flops`` /
+    ``flops_orig`` are FLOPs counted (:func:`measured_flops`) on the compacted and on the unpruned network,
+    ``memory`` / ``memory_orig`` their parameter counts (:func:`weight_stats`)."""
+    values = _check_counts("this model", active, full)
+    return {
+        "active_units": values,
+        "units_total": sum(full),
+        "unit_sparsity": 100.0 - sum(values) / sum(full) * 100.0,
         "flops": flops,
         "flops_orig": flops_orig,
         "flops_speedup": flops_orig / flops if flops > 0 else math.inf,

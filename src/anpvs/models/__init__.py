@@ -1,7 +1,8 @@
 """Model registry: ``create_model(name, **kwargs)``; ``list_models()``.
 
 Every module of this package is imported on the first lookup (:class:`anpvs.registry.Registry`), so a new
-architecture is one file here with ``@register_model("name")``."""
+architecture is one file here: a :class:`~anpvs.models.base.Classifier` implementing the architecture protocol
+(:mod:`anpvs.models.base`; docs/architecture.md) with ``@register_model("name")`` (and ``"name_bbd"``)."""
 
 from __future__ import annotations
 

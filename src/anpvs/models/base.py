@@ -7,6 +7,21 @@ Contract (shared with attacks and metrics):
   vulnerability metric and the VS loss compare (docs/reference.md §1), in layer order;
 * normalization, where used, is the first layer (:class:`InputNormalize`), so attacks work in
   pixel units.
+
+The architecture protocol (what compaction, checkpoints and the efficiency metrics read from a model, so
+that none of them names an architecture; docs/architecture.md, "The architecture protocol"):
+
+* ``arch`` (class attribute): the family name; the class registers itself in
+  :data:`anpvs.registry.ARCHITECTURES` under it;
+* ``input_shape``: one example's ``(C, H, W)``;
+* ``unit_widths``: the unit count behind each Beta-Bernoulli mask (the prunable unit groups), in mask
+  order; a plain model has the same widths without masks;
+* ``latent_names()`` / ``forward_intermediates(x)``: the latents of the vulnerability;
+* ``compact_class``: its compacted network (a :class:`~anpvs.models.compaction.CompactNetwork`), and
+  ``compact_state(latents)``: that network's state dict with the pruned units removed and E[pi] folded in;
+* ``unit_weights()``: per mask, the weight that makes its units (L1 pruning's scores);
+* optionally the paper's analytic cost (``paper_units``, ``analytic_flops``, ``analytic_memory``); FLOPs
+  and memory of every architecture are also counted on its compacted network.
 """
 
 from __future__ import annotations
@@ -16,6 +31,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from ..registry import ARCHITECTURES
 
 
 class InputNormalize(nn.Module):
@@ -34,10 +51,27 @@ class InputNormalize(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Base class: subclasses implement :meth:`forward_intermediates`."""
+    """Base class: subclasses implement :meth:`forward_intermediates` and the architecture protocol."""
 
-    #: name of the architecture family (used by the analytic efficiency metrics)
+    #: name of the architecture family (the key of :data:`anpvs.registry.ARCHITECTURES`)
     arch: str = ""
+    #: one example's shape (C, H, W); subclasses set it in ``__init__``
+    input_shape: tuple[int, int, int]
+    #: unit counts behind the masks, in mask order (the denominator of unit sparsity)
+    unit_widths: tuple[int, ...]
+    #: the class of the compacted network (:class:`~anpvs.models.compaction.CompactNetwork`); None: no compaction
+    compact_class: type | None = None
+    #: the paper's unpruned unit counts, for architectures with analytic costs (else None)
+    paper_units: tuple[int, ...] | None = None
+    #: ``analytic_flops(active, num_classes) -> int`` and ``analytic_memory(active, num_classes, legacy) -> int``
+    #: (static): the paper's formulas of the pruned network, where the paper defines them (else None)
+    analytic_flops = None
+    analytic_memory = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "arch" in cls.__dict__ and cls.arch:
+            ARCHITECTURES.register(cls.arch)(cls)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_intermediates(x)[0]
@@ -47,6 +81,17 @@ class Classifier(nn.Module):
 
     def latent_names(self) -> list[str]:  # pragma: no cover
         raise NotImplementedError
+
+    def compact_state(self, latents: bool = False) -> dict[str, Tensor]:  # pragma: no cover
+        """The state dict of ``compact_class`` computing this model's eval forward (see :mod:`anpvs.compact`)."""
+        raise NotImplementedError
+
+
+def scaled_width(channels: int, width: float) -> int:
+    """``channels`` times the width multiplier ``width`` (rounded, at least 1); ``width`` in [1/64, 4]."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 1 / 64 <= width <= 4:
+        raise ValueError(f"width must be a number in [1/64, 4] (got {width!r})")
+    return max(1, round(channels * width))
 
 
 def glorot_init_(module: nn.Module) -> None:

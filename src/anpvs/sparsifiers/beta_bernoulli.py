@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..compact import efficiency_columns
 from ..config import Config
-from ..metrics.efficiency import efficiency_report, model_full_units
 from ..nn.beta_bernoulli import mask_parameters
 from ..pruning import mask_summary, named_masks
 from .base import Sparsifier, register_sparsifier
@@ -35,8 +35,7 @@ class BetaBernoulliMasks(Sparsifier):
         return torch.optim.Adam(self._params, lr=cfg.train.mask_lr)
 
     def epoch_metrics(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        rep = efficiency_report(model.arch, [m.n_active() for _, m in named_masks(model)],
-                                num_classes=model.num_classes, full=model_full_units(model))
+        rep = efficiency_columns(model)
         return {"mask_lr": optimizer.param_groups[0]["lr"], **mask_summary(model),
                 "unit_sparsity": round(rep["unit_sparsity"], 2), "flops_speedup": round(rep["flops_speedup"], 3),
                 "memory_pct": round(rep["memory_pct"], 2)}
