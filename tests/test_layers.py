@@ -177,3 +177,55 @@ def test_cli_imports_no_torch_before_a_command() -> None:
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+#: the only run-time reaches from a lower layer into a plug-in package, and why: resolving a config
+#: (``config.build_config`` / ``config_from_dict`` / ``validate``) needs the chosen dataset's preset (declared next to
+#: its format), the method section's keys, the chosen method's preset and settings (declared next to the method) and
+#: the model's name. Any other one fails the test below.
+RUNTIME_REACH = {("anpvs.config", "anpvs.data.formats"), ("anpvs.config", "anpvs.methods"),
+                 ("anpvs.config", "anpvs.models")}
+
+_SESSION = """
+import json, sys, tempfile
+from anpvs.registry import Registry
+Registry.trace = set()
+from anpvs.config import build_config, config_from_dict
+from anpvs.methods.base import build_method, list_methods
+from anpvs.models import create_model
+from anpvs.data import dataset_names
+from anpvs.train import fit
+from anpvs.jobs.evaluate import evaluate_checkpoint
+from anpvs.jobs.check import check_checkpoint
+dataset_names()
+for name in list_methods():
+    build_method(config_from_dict(build_config({"method.name": name}).to_dict()), 10)
+create_model("lenet5_caffe_bbd")
+with tempfile.TemporaryDirectory() as d:
+    cfg = build_config({"method.name": "at", "data.train_limit": 32, "data.test_limit": 8, "train.epochs": 1,
+                        "train.batch_size": 32, "attack.steps": 1, "eval.steps": 1, "eval.latency": False,
+                        "device": "cpu", "out": d + "/run"})
+    ckpt = fit(cfg, progress=False)["checkpoint"]
+    evaluate_checkpoint(ckpt, device="cpu")
+    check_checkpoint(ckpt, device="cpu", test_limit=8, probe_size=8)
+print(json.dumps(sorted(Registry.trace)))
+"""
+
+
+def test_no_run_time_lookup_reaches_into_a_higher_layer() -> None:
+    # A registry imports its plug-in package at the first lookup: an import made at run time, which the ast graph
+    # above cannot see. A session (configs of every method, a model, a tiny run, eval, check) records who looks
+    # which plug-in package up; the caller must be at the plug-in's layer or above (RUNTIME_REACH: the exceptions).
+    import json
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([sys.executable, "-c", _SESSION], capture_output=True, text=True, check=True, env=env)
+    reaches = [tuple(pair) for pair in json.loads(out.stdout.strip().splitlines()[-1])]
+    assert {package for _, package in reaches} >= {"anpvs.methods", "anpvs.models", "anpvs.data.formats"}
+    assert RUNTIME_REACH <= set(reaches)  # an exception that no longer happens leaves the list
+    upward = [f"{caller} ({LAYERS[layer_of(caller)][0]}) looks up {package} ({LAYERS[layer_of(package)][0]})"
+              for caller, package in reaches
+              if caller.startswith(PACKAGE) and layer_of(package) < layer_of(caller)
+              and (caller, package) not in RUNTIME_REACH]
+    assert upward == []

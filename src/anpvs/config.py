@@ -19,7 +19,7 @@ import yaml
 
 from .errors import ConfigError, short
 from .io.yamlfile import YamlRefused, parse_yaml, read_yaml
-from .registry import METHODS, MODELS
+from .registry import DATA_FORMATS, METHODS, MODELS
 
 
 @dataclass
@@ -67,27 +67,98 @@ class EvalConfig:
     latency: bool = True  # time the masked vs the compacted network (B=1, B=256) in every evaluation record
 
 
+@dataclass(frozen=True)
+class EvalSpec:
+    """Where and how a model is evaluated by default: the run's ``eval.*`` section, the one truth that
+    ``anpvs eval``, ``anpvs check``, ``anpvs figures`` and ``anpvs reproduce`` read (the presets keep
+    ``eval.eps == attack.eps``; a dataset without a preset copies the training radius and norm into ``eval.*``
+    when the config is built, :func:`build_config`).
+
+    >>> spec = EvalSpec.of(build_config()).with_overrides(eps=0.1)
+    >>> (spec.eps, spec.norm, spec.steps)
+    (0.1, 'linf', 40)
+    """
+
+    eps: float
+    norm: str
+    step_size: float
+    steps: int
+    restarts: int
+    batch_size: int
+    precision: str
+    latency: bool
+
+    @classmethod
+    def of(cls, cfg: Config) -> EvalSpec:
+        e = cfg.eval
+        return cls(eps=e.eps, norm=e.norm, step_size=e.step_size, steps=e.steps, restarts=e.restarts,
+                   batch_size=e.batch_size, precision=e.precision, latency=e.latency)
+
+    def with_overrides(self, **overrides: Any) -> EvalSpec:
+        """This spec with the given fields replaced; ``None`` values keep this spec's (a flag not given).
+        An unknown field is a ``TypeError``, as an unknown keyword argument."""
+        self.check_names(overrides)
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def check_names(cls, overrides: dict[str, Any]) -> None:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown evaluation setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+
+    def attack_settings(self) -> dict[str, Any]:
+        """The attack's part (what makes two evaluations comparable): eps, norm, step_size, steps, restarts."""
+        return {"eps": self.eps, "norm": self.norm, "step_size": self.step_size, "steps": self.steps,
+                "restarts": self.restarts}
+
+
+@typing.runtime_checkable
+class MethodSettings(typing.Protocol):
+    """What every method's settings are (:class:`anpvs.methods.base.Settings` and its subclasses, declared next
+    to each method): a dataclass of ``method.*`` values that checks itself."""
+
+    def validate(self) -> None: ...
+
+
+def setting_fields(cls: type) -> dict[str, tuple[Any, Any]]:
+    """``{name: (type, default)}`` of a settings dataclass (a default factory called once)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: (hints[f.name], f.default_factory() if f.default_factory is not dataclasses.MISSING
+                     else f.default) for f in dataclasses.fields(cls)}
+
+
+def check_setting_clash(name: str, where: str, have: tuple[Any, Any], other: str, want: tuple[Any, Any]) -> None:
+    """Two declarations of one ``method.*`` key must agree on type and default (a shared base dataclass is the
+    way to share a setting); otherwise one method would silently get the other's default."""
+    if have != want:
+        raise TypeError(f"method.{name} is declared by {where} as {have[0]} = {have[1]!r} and by {other} as "
+                        f"{want[0]} = {want[1]!r}; rename one, or share it through a common settings base class")
+
+
 def method_config_class() -> type:
     """The ``method`` section's dataclass: ``name`` and every registered method's settings
     (:class:`anpvs.methods.base.Settings` subclasses, declared next to each method), built once on first use.
 
     Every run's config holds all of them, whatever its method (the layout of ``config.yaml`` and of the
-    checkpoints' config); the settings of a method live in its file, so a new method adds its keys there."""
+    checkpoints' config, which older runs and checkpoints keep loading); the settings of a method live in its
+    file, so a new method adds its keys there. Two methods declaring one key differently is a ``TypeError``
+    (already when the second registers, :func:`anpvs.methods.base.register_method`). Code that wants the
+    typed settings of the chosen method reads :meth:`Config.method_settings`."""
     global _METHOD_CONFIG
     if _METHOD_CONFIG is None:
         fields: list[tuple[str, Any, Any]] = [("name", str, field(default="standard"))]
-        seen = {"name"}
+        seen: dict[str, tuple[str, tuple[Any, Any]]] = {}
         for cls in dict.fromkeys(getattr(factory, "settings", None) for _, factory in METHODS.items()):
             if cls is None:
                 continue
-            hints = typing.get_type_hints(cls)
-            for f in dataclasses.fields(cls):
-                if f.name in seen:
+            for name, (tp, default) in setting_fields(cls).items():
+                if name in seen:
+                    check_setting_clash(name, cls.__qualname__, (tp, default), *seen[name])
                     continue
-                seen.add(f.name)
-                default = (field(default_factory=f.default_factory) if f.default_factory is not dataclasses.MISSING
-                           else field(default=f.default))
-                fields.append((f.name, hints[f.name], default))
+                seen[name] = (cls.__qualname__, (tp, default))
+                factory = (lambda v=default: type(v)(v)) if isinstance(default, (list, dict)) else None
+                fields.append((name, tp, field(default_factory=factory) if factory else field(default=default)))
         _METHOD_CONFIG = dataclasses.make_dataclass("MethodConfig", fields)
     return _METHOD_CONFIG
 
@@ -118,11 +189,16 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (does not pay on a small CPU: docs/performance.md)
 
 
+_S = typing.TypeVar("_S", bound=MethodSettings)
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: Any = field(default_factory=_method_config)  # method_config_class()
+    # method_config_class(): every registered method's settings (plug-ins, so no static type); typed access
+    # to the chosen method's: method_settings(cls)
+    method: Any = field(default_factory=_method_config)
     attack: AttackConfig = field(default_factory=AttackConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -134,29 +210,26 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def method_settings(self, cls: type[_S]) -> _S:
+        """The ``method`` section as the typed settings ``cls``, for code (and type checkers) that read it:
+        ``cfg.method_settings(AdversarialSettings).vs_reduction``. ``cls`` must be the chosen method's settings
+        class or one of its bases (a ``TypeError`` otherwise: that method does not declare those keys)."""
+        chosen = getattr(METHODS.get(self.method.name), "settings", None)
+        if chosen is None or not issubclass(chosen, cls):
+            raise TypeError(f"method {self.method.name!r} does not declare the settings {cls.__qualname__}")
+        return cls(**{f.name: getattr(self.method, f.name) for f in dataclasses.fields(cls)})
 
-_MNIST_LIKE = {
-    "model.name": "lenet5_caffe",
-    "attack.eps": 0.3, "attack.step_size": 0.01, "attack.steps": 20,
-    "eval.eps": 0.3, "eval.step_size": 0.01, "eval.steps": 40,
-    "method.beta": 4.0, "method.vs_weight": 1e-3,
-    "train.lr_milestones": [0.5, 0.7],
-}
-_CIFAR = {
-    "model.name": "vgg16",
-    "attack.eps": 0.03, "attack.step_size": 0.007, "attack.steps": 10,
-    "eval.eps": 0.03, "eval.step_size": 0.007, "eval.steps": 40,
-    "train.lr_milestones": [0.5, 0.8],
-}
-#: docs/reference.md §5: per-dataset hyperparameters of the paper (eps and steps in pixel units).
-PRESETS: dict[str, dict[str, Any]] = {
-    "mnist_sample": _MNIST_LIKE,
-    "mnist": _MNIST_LIKE,
-    "fashion_mnist": _MNIST_LIKE,
-    "imagefolder": {},
-    "cifar10": {**_CIFAR, "method.beta": 2.0, "method.vs_weight": 1e-4, "method.admm_sparsity": 0.75},
-    "cifar100": {**_CIFAR, "method.beta": 1.0, "method.vs_weight": 0.1, "method.admm_sparsity": 0.75},
-}
+
+def dataset_preset(name: str) -> dict[str, Any]:
+    """The config values of dataset ``name`` (docs/reference.md §5: the paper's per-dataset hyperparameters,
+    eps and steps in pixel units), declared next to its format (``register_format(..., preset=...)``)."""
+    if not isinstance(name, str) or name not in DATA_FORMATS:
+        raise ConfigError(f"unknown dataset {short(name)}; valid: {', '.join(_dataset_names())}")
+    return dict(getattr(DATA_FORMATS.get(name), "preset", {}))
+
+
+def _dataset_names() -> list[str]:
+    return sorted(DATA_FORMATS.names(), key=lambda n: (getattr(DATA_FORMATS.get(n), "position", 100), n))
 
 
 #: the largest magnitude of a float setting: rates, weights, radii and fractions are far below it, and their
@@ -301,21 +374,20 @@ def build_config(overrides: dict[str, Any] | None = None, *, base: dict[str, Any
     merged = {**(base or {}), **(overrides or {})}
     cfg = Config()
     dataset = merged.get("data.name", cfg.data.name)
-    if not isinstance(dataset, str) or dataset not in PRESETS:
-        raise ConfigError(f"unknown dataset {short(dataset)}; valid: {', '.join(PRESETS)}")
+    preset = dataset_preset(dataset)
     method = merged.get("method.name", cfg.method.name)
     if not isinstance(method, str):
         raise ConfigError(f"method.name: expected a string, got {short(method)}")
     # the method's preset (its class's ``preset``, next to its code) comes after the dataset's
     method_preset = getattr(METHODS.get(method), "preset", {}) if method in METHODS else {}
-    for key, value in {**PRESETS[dataset], **method_preset, **merged}.items():
+    for key, value in {**preset, **method_preset, **merged}.items():
         set_key(cfg, key, value)
-    no_preset = "attack.eps" not in PRESETS[dataset]
+    no_preset = "attack.eps" not in preset
     if no_preset:  # evaluation follows the threat model the user chose for training
         for k in ("eps", "norm"):
             if f"eval.{k}" not in merged:
                 setattr(cfg.eval, k, getattr(cfg.attack, k))
-    validate(cfg)
+    validate(cfg, given=[k.removeprefix("method.") for k in merged if k.startswith("method.")])
     if no_preset and "attack.eps" not in merged:
         raise ConfigError(f"data.name={dataset} has no default attack radius: choose one with --eps "
                           f"(pixel units, e.g. 0.3 for MNIST-like digits, 0.03 for 32x32 RGB images)")
@@ -330,8 +402,30 @@ def config_from_dict(d: dict[str, Any]) -> Config:
     return cfg
 
 
-def validate(cfg: Config) -> None:
-    """Reject values that cannot work, with one-line messages naming the key and the fix."""
+def _settings_to_check(method: str, given: typing.Iterable[str]) -> list[type[MethodSettings]]:
+    """The chosen method's settings class, and for each key in ``given`` that it does not declare one class
+    that does (each class once)."""
+    chosen = getattr(METHODS.get(method), "settings", None)
+    out = [chosen] if chosen is not None else []
+    declared = {f.name for f in dataclasses.fields(chosen)} if chosen is not None else set()
+    for key in dict.fromkeys(given):
+        if key == "name" or key in declared:
+            continue
+        for _, factory in METHODS.items():
+            cls = getattr(factory, "settings", None)
+            if cls is not None and key in {f.name for f in dataclasses.fields(cls)}:
+                if cls not in out:
+                    out.append(cls)
+                declared |= {f.name for f in dataclasses.fields(cls)}
+                break
+    return out
+
+
+def validate(cfg: Config, *, given: typing.Iterable[str] = ()) -> None:
+    """Reject values that cannot work, with one-line messages naming the key and the fix.
+
+    The chosen method checks its settings; ``given``: ``method.*`` keys the user set (without the prefix), each
+    also checked by a method that declares it when the chosen one does not (a value set is never unchecked)."""
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise ConfigError(msg)
@@ -361,10 +455,8 @@ def validate(cfg: Config) -> None:
     need(t.val_every >= 1, "train.val_every must be >= 1")
     for key, value in (("train.precision", t.precision), ("eval.precision", cfg.eval.precision)):
         need(value in ("fp32", "bf16"), f"{key} must be fp32 or bf16 (got {value!r})")
-    values = dataclasses.asdict(cfg.method)
-    for cls in dict.fromkeys(getattr(factory, "settings", None) for _, factory in METHODS.items()):
-        if cls is not None:  # every method checks its own settings (they are in every run's config)
-            cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)}).validate()
+    for cls in _settings_to_check(cfg.method.name, given):
+        cls(**{f.name: getattr(cfg.method, f.name) for f in dataclasses.fields(cls)}).validate()
     d = cfg.data
     need(d.val_size >= 0, f"data.val_size must be >= 0 (got {d.val_size})")
     need(d.train_limit is None or d.train_limit >= 1, "data.train_limit must be >= 1")

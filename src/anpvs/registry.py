@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -41,6 +42,11 @@ class Registry(Generic[T]):
     1
     """
 
+    #: when a set: every ``(module, package)`` pair of a module that looked a plug-in up in a discovering registry
+    #: (the first caller outside this module), for ``tests/test_layers.py``: a lookup is an import made at run
+    #: time, so it must not reach from a lower layer into a higher one. ``None`` (the default) records nothing.
+    trace: set[tuple[str, str]] | None = None
+
     def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
         self.package = package
@@ -58,6 +64,12 @@ class Registry(Generic[T]):
 
     def discover(self) -> None:
         """Import every module of ``package`` once (their decorators register them)."""
+        if Registry.trace is not None and self.package is not None:
+            frame = sys._getframe(1)
+            while frame is not None and frame.f_globals.get("__name__") == __name__:
+                frame = frame.f_back
+            if frame is not None:
+                Registry.trace.add((frame.f_globals.get("__name__", "?"), self.package))
         if self._discovered:
             return
         self._discovered = True

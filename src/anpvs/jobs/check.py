@@ -11,6 +11,7 @@ import torch
 
 from ..checkpoint import checkpoint_paths, is_compact_checkpoint
 from ..checks import check_eps_sweep, check_model, check_robust_above_clean, eps_sweep, sweep_eps
+from ..config import EvalSpec
 from ..errors import ConfigError, StorageError, check_output_file
 from ..evaluate import evaluation_record, write_record
 from ..io.rundir import RunDir
@@ -32,15 +33,15 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
     check_batch_size(batch_size)
     run = open_run(checkpoint, device=device)
     model, ckpt, cfg, dev = run.model, run.ckpt, run.cfg, run.device
-    e = cfg.eval
+    e = EvalSpec.of(cfg)  # the radius, norm and attack every command evaluates the run at
     steps = e.steps if steps is None else steps
     if steps < 1 or (test_limit is not None and test_limit < 1):
         raise ConfigError(f"steps and --test-limit must be >= 1 (got {steps}, {test_limit})")
     eot, ensemble = sampling_setup(model, sample_weights, eot, ensemble)
     data = run.test_data(data_dir=data_dir, test_limit=test_limit)
-    norm = cfg.attack.norm  # the threat model the model was trained for, as anpvs eval
+    norm = e.norm
     if eps_values is None:
-        eps_values = sweep_eps(cfg.attack.eps, norm, data.test.images.shape[1:])
+        eps_values = sweep_eps(e.eps, norm, data.test.images.shape[1:])
     eps_values = sorted(float(v) for v in eps_values)
     if not eps_values or eps_values[0] < 0:
         raise ConfigError(f"the eps sweep needs radii >= 0 (got {eps_values})")

@@ -13,7 +13,7 @@ import torch
 from ..attacks import ThreatSpec, eval_mode
 from ..checkpoint import CheckpointError, checkpoint_paths, is_compact_checkpoint, load_model
 from ..checks import check_metrics
-from ..config import MAX_FLOAT
+from ..config import MAX_FLOAT, EvalSpec
 from ..errors import ConfigError, StorageError, check_output_file
 from ..evaluate import efficiency, evaluate, evaluation_record, write_record
 from ..io.rundir import RunDir
@@ -42,22 +42,25 @@ def _check_source(source: torch.nn.Module, src_ckpt: dict[str, Any], ckpt: dict[
         raise ConfigError(f"the black-box source predicts {classes} classes, the target's dataset has {num_classes}")
 
 
-def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[str, ...] = ("pgd",),
-                        eps: float | None = None, step_size: float | None = None, steps: int | None = None,
-                        restarts: int | None = None, norm: str | None = None, source: str | Path | None = None,
-                        data_dir: str | None = None, test_limit: int | None = None, batch_size: int | None = None,
-                        seed: int = 0, device: str = "auto", out: str | Path | None = None,
-                        progress: bool = False, eot: int | None = None, sample_weights: bool = False,
-                        ensemble: int | None = None, precision: str | None = None,
-                        latency: bool | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(checkpoint: str | Path, *, spec: EvalSpec | None = None,
+                        attacks: list[str] | tuple[str, ...] = ("pgd",), source: str | Path | None = None,
+                        data_dir: str | None = None, test_limit: int | None = None, seed: int = 0,
+                        device: str = "auto", out: str | Path | None = None, progress: bool = False,
+                        eot: int | None = None, sample_weights: bool = False, ensemble: int | None = None,
+                        **overrides: Any) -> dict[str, Any]:
     """Evaluate a checkpoint on its dataset's test set and write one JSON record; returns the record.
 
+    ``spec``: where and how to attack (:class:`anpvs.config.EvalSpec`); default: the run's own
+    (``EvalSpec.of(cfg)``, its ``eval.*`` section: the radius and norm the model is evaluated at by every
+    command). ``overrides``: fields of the spec to replace, ``None`` keeping the spec's (``eps``, ``norm``,
+    ``step_size``, ``steps``, ``restarts``, ``batch_size``, ``precision``, ``latency``: the CLI's flags).
     ``eot``: PGD/FGSM gradients averaged over this many forwards. ``sample_weights``: a Bayesian model samples
     its weights in eval mode; predictions average the softmax of ``ensemble`` forwards and the attacks use EOT
     (both default to 10). ``"autoattack"`` always runs beside ``"pgd"`` (``version="rand"`` when sampling).
     The sanity checks (d) and (e) of :mod:`anpvs.checks` run on the results: ``record["warnings"]``.
-    ``latency`` (default: the run's ``eval.latency``) adds the wall-clock latency of the masked and the
-    compacted network (:func:`anpvs.evaluate.efficiency`), measured after the attacks."""
+    ``latency`` adds the wall-clock latency of the masked and the compacted network
+    (:func:`anpvs.evaluate.efficiency`), measured after the attacks."""
+    EvalSpec.check_names(overrides)  # an unknown keyword fails before any work
     # a compacted checkpoint usually sits beside its source: its records must not replace the source's;
     # a pretrained model's go to runs/pretrained/NAME/, never into the registry (checkpoint_paths)
     file, home = checkpoint_paths(checkpoint)
@@ -65,31 +68,32 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
                                           compact=out is None and is_compact_checkpoint(checkpoint))
     out = check_output_file(out if out is not None else default,  # before the work, not after it
                             inputs=[file, checkpoint_paths(source)[0] if source is not None else None])
-    check_batch_size(batch_size)
+    check_batch_size(overrides.get("batch_size"))
+    if overrides.get("precision") not in (None, "fp32", "bf16"):
+        raise ConfigError(f"--precision must be fp32 or bf16 (got {overrides['precision']!r})")
     run = open_run(checkpoint, device=device, sharded=True)
     model, ckpt, cfg, dev, world = run.model, run.ckpt, run.cfg, run.device, run.world
-    e = cfg.eval
-    # The threat model defaults to the one the model was trained for (attack.eps / attack.norm of its run).
-    threat_source = "command line" if eps is not None else "training attack (attack.eps of the run's config)"
-    eps = cfg.attack.eps if eps is None else eps
-    step_size = e.step_size if step_size is None else step_size
-    steps = e.steps if steps is None else steps
-    restarts = e.restarts if restarts is None else restarts
-    norm = norm or cfg.attack.norm
+    # The threat model defaults to the run's evaluation spec (its eval.* section, as every command).
+    if spec is not None or overrides.get("eps") is not None:
+        threat_source = "command line"
+    elif cfg.eval.eps == cfg.attack.eps and cfg.eval.norm == cfg.attack.norm:
+        threat_source = "training attack (eval.eps of the run's config, equal to its attack.eps)"
+    else:
+        threat_source = "the run's evaluation radius (eval.eps of its config, not its training attack.eps)"
+    spec = (spec or EvalSpec.of(cfg)).with_overrides(**overrides)
+    eps, step_size, steps, restarts, norm = spec.eps, spec.step_size, spec.steps, spec.restarts, spec.norm
     if not (0 <= eps <= MAX_FLOAT and 0 < step_size <= MAX_FLOAT) or steps < 1 or restarts < 1:
         raise ConfigError(f"invalid attack: eps={eps} must be in [0, {MAX_FLOAT:g}], step_size={step_size} in "
                           f"(0, {MAX_FLOAT:g}], steps={steps} >= 1, restarts={restarts} >= 1")
-    if precision not in (None, "fp32", "bf16"):
-        raise ConfigError(f"--precision must be fp32 or bf16 (got {precision!r})")
-    precision = effective_precision(precision or e.precision, dev, "eval precision")  # no emulated bf16
+    precision = effective_precision(spec.precision, dev, "eval precision")  # no emulated bf16
     if test_limit is not None and test_limit < 1:
         raise ConfigError(f"--test-limit must be >= 1 (got {test_limit})")
     eot, ensemble = sampling_setup(model, sample_weights, eot, ensemble)
     if "autoattack" in attacks and "pgd" not in attacks:  # AutoAttack is reported beside PGD, never instead
         attacks = ["pgd", *attacks]
-    spec = ThreatSpec(eps=eps, step_size=step_size, steps=steps, restarts=restarts, norm=norm, eot=eot, seed=seed,
+    threat = ThreatSpec(eps=eps, step_size=step_size, steps=steps, restarts=restarts, norm=norm, eot=eot, seed=seed,
                       sampled_weights=sample_weights, progress=progress)
-    built = {name: ATTACKS.get(name)(spec) for name in dict.fromkeys(attacks)}
+    built = {name: ATTACKS.get(name)(threat) for name in dict.fromkeys(attacks)}
     src_model = None
     if source is not None:
         src_model, src_ckpt = load_model(source, map_location=dev)
@@ -98,9 +102,9 @@ def evaluate_checkpoint(checkpoint: str | Path, *, attacks: list[str] | tuple[st
         _check_source(src_model, src_ckpt, ckpt, data.test.images[:1].to(dev).float().div(255), data.num_classes)
     t0 = time.time()
     metrics = evaluate(model, data.test.images, data.test.labels, built, source=src_model,
-                       batch_size=batch_size or e.batch_size, seed=seed, progress=progress, ensemble=ensemble,
+                       batch_size=spec.batch_size, seed=seed, progress=progress, ensemble=ensemble,
                        precision=precision)
-    metrics.update(efficiency(model, latency=e.latency if latency is None else latency))
+    metrics.update(efficiency(model, latency=spec.latency))
     metrics["eval_time_s"] = round(time.time() - t0, 1)
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:  # finite weights can still overflow; a record of NaN would look like a result

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..attacks import PGD
-from ..config import Config
+from ..config import Config, check_setting_clash, setting_fields
 from ..errors import ConfigError
 from ..registry import METHODS
 
@@ -45,8 +45,34 @@ class Settings:
         self.need(self.kl_n >= 0, "method.kl_n must be >= 0 (0 = training-set size)")
 
 
+#: ``method.*`` key -> (the settings class that declared it first, (type, default)); every registered method's
+_DECLARED: dict[str, tuple[str, tuple[Any, Any]]] = {}
+
+
+def check_settings(cls: type[Settings], declared: dict[str, tuple[str, tuple[Any, Any]]] | None = None) -> None:
+    """Raise ``TypeError`` if ``cls`` declares a ``method.*`` key that an already registered method declares with
+    another type or default (the config's ``method`` section holds one value per key, so one of the two would
+    silently get the other's default). A setting shared through a common base class is one declaration."""
+    declared = _DECLARED if declared is None else declared
+    for key, have in setting_fields(cls).items():
+        if key in declared:
+            check_setting_clash(key, cls.__qualname__, have, *declared[key])
+
+
 def register_method(name: str):
-    return METHODS.register(name)
+    """Register a :class:`Method` subclass as ``name``; its ``settings`` must agree with every registered
+    method's on the keys they share (:func:`check_settings`)."""
+    def deco(cls):
+        settings = getattr(cls, "settings", None)
+        if settings is not None:
+            check_settings(settings)
+        METHODS.register(name)(cls)
+        if settings is not None:
+            for key, have in setting_fields(settings).items():
+                _DECLARED.setdefault(key, (settings.__qualname__, have))
+        return cls
+
+    return deco
 
 
 class Method:

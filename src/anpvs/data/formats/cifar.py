@@ -173,5 +173,14 @@ def _load_cifar(name: str) -> Callable[[Path | None, bool], RawData]:
 
 
 
-register_format("cifar10", position=3)(_load_cifar("cifar10"))
-register_format("cifar100", position=4)(_load_cifar("cifar100"))
+#: the paper's CIFAR hyperparameters (docs/reference.md §5; eps and steps in pixel units)
+_PRESET = {
+    "model.name": "vgg16",
+    "attack.eps": 0.03, "attack.step_size": 0.007, "attack.steps": 10,
+    "eval.eps": 0.03, "eval.step_size": 0.007, "eval.steps": 40,
+    "train.lr_milestones": [0.5, 0.8], "method.admm_sparsity": 0.75,
+}
+register_format("cifar10", position=3, preset={**_PRESET, "method.beta": 2.0, "method.vs_weight": 1e-4}
+                )(_load_cifar("cifar10"))
+register_format("cifar100", position=4, preset={**_PRESET, "method.beta": 1.0, "method.vs_weight": 0.1}
+                )(_load_cifar("cifar100"))

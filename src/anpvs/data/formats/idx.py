@@ -25,6 +25,15 @@ _IDX_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 _IDX_HINT = "train-images-idx3-ubyte[.gz] and the three other MNIST-format IDX files"
+#: the paper's MNIST hyperparameters (docs/reference.md §5; eps and steps in pixel units), the dataset preset of
+#: every 28x28 digit-like format (``mnist``, ``fashion_mnist``, ``mnist_sample``)
+MNIST_PRESET = {
+    "model.name": "lenet5_caffe",
+    "attack.eps": 0.3, "attack.step_size": 0.01, "attack.steps": 20,
+    "eval.eps": 0.3, "eval.step_size": 0.01, "eval.steps": 40,
+    "method.beta": 4.0, "method.vs_weight": 1e-3,
+    "train.lr_milestones": [0.5, 0.7],
+}
 _MNIST_LIKE = {  # name -> (torchvision class, torchvision folder, class names)
     "mnist": ("MNIST", "MNIST", tuple(str(i) for i in range(10))),
     "fashion_mnist": ("FashionMNIST", "FashionMNIST",
@@ -120,5 +129,5 @@ def _load_mnist_like(name: str) -> Callable[[Path | None, bool], RawData]:
 
 
 
-register_format("mnist", position=1)(_load_mnist_like("mnist"))
-register_format("fashion_mnist", position=2)(_load_mnist_like("fashion_mnist"))
+register_format("mnist", position=1, preset=MNIST_PRESET)(_load_mnist_like("mnist"))
+register_format("fashion_mnist", position=2, preset=MNIST_PRESET)(_load_mnist_like("fashion_mnist"))

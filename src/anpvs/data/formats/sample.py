@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from ..base import SAMPLE_SOURCE, DataNotFoundError, RawData, register_format
+from .idx import MNIST_PRESET
 
 
-@register_format("mnist_sample", position=0)
+@register_format("mnist_sample", position=0, preset=MNIST_PRESET)
 def _load_sample(data_dir: Path | None, download: bool) -> RawData:
     del data_dir, download  # the sample ships with the package
     ref = resources.files("anpvs").joinpath("_data", "mnist_sample.npz")

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ...attacks import PGD, eval_mode
+from ...config import EvalSpec
 from ...io.atomic import write_json
 from ...io.rundir import ReproDir, RunDir
 from ..context import job_device, open_run
@@ -35,6 +36,18 @@ SURFACE_ROWS = ("at", "anp_vs")
 DEFAULT_EPS_FACTORS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 
 
+
+
+def figure_spec(specs: dict[str, EvalSpec]) -> EvalSpec:
+    """The one evaluation spec of a figure: every run's own (:meth:`EvalSpec.of` its config), which must agree
+    on the attack (radius, norm, step, steps, restarts), as the panels compare the runs under one attack."""
+    first_key, first = next(iter(specs.items()))
+    for key, spec in specs.items():
+        if spec.attack_settings() != first.attack_settings():
+            raise FiguresUnavailable(f"the runs {first_key!r} and {key!r} are evaluated under different attacks "
+                                     f"({first.attack_settings()} vs {spec.attack_settings()}); one figure compares "
+                                     f"runs under one attack")
+    return first
 
 
 def draw_figures(out: str | Path, *, device: str = "auto", n_images: int | None = None,
@@ -71,11 +84,13 @@ def draw_figures(out: str | Path, *, device: str = "auto", n_images: int | None 
 
     models: dict[str, nn.Module] = {}
     epochs: dict[str, int] = {}
+    opened = {}
     for key, r in runs.items():
-        run = open_run(r["checkpoint"], device=dev)
+        opened[key] = run = open_run(r["checkpoint"], device=dev)
         models[key], epochs[key] = run.model, run.ckpt.get("epoch")
-    e = run.cfg.eval
-    data = run.test_data(test_limit=run.cfg.data.test_limit, download=False)
+    e = figure_spec({key: EvalSpec.of(run.cfg) for key, run in opened.items()})
+    first = next(iter(opened.values()))  # one test set for every panel (the runs of a reproduction share it)
+    data = first.test_data(test_limit=first.cfg.data.test_limit, download=False)
     x = data.test.images[:n_images].float().div(255)
     y = data.test.labels[:n_images]
     attack = PGD(eps=e.eps, step_size=e.step_size, steps=e.steps, restarts=e.restarts, norm=e.norm)
@@ -138,4 +153,4 @@ def draw_figures(out: str | Path, *, device: str = "auto", n_images: int | None 
     return paths
 
 
-__all__ = ["DEFAULT_EPS_FACTORS", "HEATMAP_ROWS", "HISTOGRAM_ROWS", "SURFACE_ROWS", "draw_figures"]
+__all__ = ["DEFAULT_EPS_FACTORS", "HEATMAP_ROWS", "HISTOGRAM_ROWS", "SURFACE_ROWS", "draw_figures", "figure_spec"]

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..._version import __version__
 from ...checkpoint import CheckpointError, read_checkpoint
-from ...config import Config, ConfigError, config_from_dict, flatten
+from ...config import Config, ConfigError, EvalSpec, config_from_dict, flatten
 from ...data import DataNotFoundError
 from ...evaluate import write_record
 from ...io.atomic import write_json, write_text
@@ -50,9 +50,7 @@ def config_drift(job: Job) -> dict[str, tuple[Any, Any]]:
 
 
 def _attack_spec(cfg: Config, sampled: bool) -> dict[str, Any]:
-    e = cfg.eval
-    return {"eps": e.eps, "step_size": e.step_size, "steps": e.steps, "restarts": e.restarts, "norm": e.norm,
-            "sampled_weights": sampled}
+    return {**EvalSpec.of(cfg).attack_settings(), "sampled_weights": sampled}
 
 
 def _same_source(rec: dict[str, Any], checkpoint: Path, source: Path | None) -> bool:
@@ -91,11 +89,10 @@ def _evaluate(job: Job, *, epoch: int, source: Job | None, source_epoch: int | N
                           cfg=job.cfg, sampled=sampled)
     if rec is not None:
         return rec, True
-    e, d = job.cfg.eval, job.cfg.data
-    rec = evaluate_checkpoint(job.checkpoint, eps=e.eps, step_size=e.step_size, steps=e.steps, restarts=e.restarts,
-                              norm=e.norm, source=src_ckpt, data_dir=d.dir, test_limit=d.test_limit,
-                              batch_size=e.batch_size, seed=0, device=device, out=path, progress=progress,
-                              latency=e.latency, **({"sample_weights": True} if sampled else {}))
+    d = job.cfg.data
+    rec = evaluate_checkpoint(job.checkpoint, spec=EvalSpec.of(job.cfg), source=src_ckpt, data_dir=d.dir,
+                              test_limit=d.test_limit, seed=0, device=device, out=path, progress=progress,
+                              **({"sample_weights": True} if sampled else {}))
     rec.pop("record_path", None)
     # Written last: a record without these keys (interrupted between the two writes) is redone.
     rec.update({"row": job.row, "source_epoch": source_epoch, "test_limit": d.test_limit})
