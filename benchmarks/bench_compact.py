@@ -34,11 +34,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from anpvs import compact, create_model
-from anpvs.checkpoint import load_model
-from anpvs.compact import compact_stats, example_shape
 from anpvs.metrics.efficiency import analytic_flops, full_units
 from anpvs.metrics.latency import median_latency
-from anpvs.pruning import active_units, named_masks
+from anpvs.models.checkpoint import load_model
+from anpvs.models.compact import compact_stats, example_shape
+from anpvs.models.masks import active_units, named_masks
 
 PAPER_MNIST_WIDTHS = [4, 23, 61, 129]
 
@@ -74,8 +74,8 @@ def vgg_at_quarter() -> torch.nn.Module:
 
 def trained_anp_vs(out: Path, epochs_scale: float) -> Path:
     """A small ANP-VS LeNet5-Caffe on the bundled MNIST sample (the demo's settings, shorter)."""
-    from anpvs.config import build_config
-    from anpvs.train import fit
+    from anpvs.core.config import build_config
+    from anpvs.training.loop import fit
 
     common = {"data.name": "mnist_sample", "train.lr_milestones": [], "attack.steps": 5, "attack.step_size": 0.1,
               "device": "cpu"}

@@ -7,7 +7,7 @@ sgemm bound (FLOPs of the step counted by FlopCounterMode / measured sgemm FLOP/
 Cases (LeNet5-Caffe, real digits from the bundled MNIST sample):
 
 * ``at_b64`` / ``at_b256``: one AT step (PGD-10 of step 0.05, eps 0.3, mixed loss, Adam with L2 on the
-  weights). ``anpvs`` is :class:`anpvs.step.TrainStep`, the callable ``fit()`` runs; ``textbook`` is a
+  weights). ``anpvs`` is :class:`anpvs.training.step.TrainStep`, the callable ``fit()`` runs; ``textbook`` is a
   plain PyTorch model (``nn.Conv2d``, ``F.max_pool2d``) and a hand-written PGD loop with the same
   arithmetic; ``anpvs_bf16`` is the same TrainStep with ``train.precision=bf16``. After the timed
   rounds both fp32 variants are rerun from the same weights and seed and their weights compared.
@@ -41,13 +41,13 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 import anpvs.methods.adversarial as adversarial_module
 from anpvs.attacks import PGD
-from anpvs.compact import attack_network
-from anpvs.config import build_config
+from anpvs.core.config import build_config
 from anpvs.data import load_dataset
 from anpvs.methods import build_method
+from anpvs.models.compact import attack_network
 from anpvs.nn.fast import fast_kernels
-from anpvs.step import TrainStep, build_optimizers
-from anpvs.train import build_model
+from anpvs.training.loop import build_model
+from anpvs.training.step import TrainStep, build_optimizers
 
 PAPER_WIDTHS = [4, 23, 61, 129]
 
@@ -261,7 +261,7 @@ def pgd40_case(rounds: int, reps: int, checkpoint: str | None = None) -> dict:
     cfg = build_config({"method.name": "anp_vs"})
     model = build_model(cfg, build_method(cfg, 60000), (1, 28, 28), 10).eval()
     if checkpoint:  # a trained ANP-VS model (its own widths) instead of the paper's widths on random weights
-        from anpvs.checkpoint import load_model
+        from anpvs.models.checkpoint import load_model
 
         model, _ = load_model(checkpoint)
     else:

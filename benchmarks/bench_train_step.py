@@ -1,6 +1,6 @@
 """Cost of one training step per method, relative to Standard, on LeNet5-Caffe (batch 64).
 
-Each method's step is :class:`anpvs.step.TrainStep`, the callable ``fit()`` runs (method loss, one or two
+Each method's step is :class:`anpvs.training.step.TrainStep`, the callable ``fit()`` runs (method loss, one or two
 backward passes, both optimizers and schedulers, the method's hook), timed in the same process,
 interleaved over rounds; the JSON gives ms/step and the ratio to Standard. Usage:
 ``python benchmarks/bench_train_step.py [--methods standard,at,anp_vs] [--steps 10]``.
@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from anpvs.config import build_config
+from anpvs.core.config import build_config
 from anpvs.methods import METHODS, build_method
-from anpvs.step import TrainStep, build_optimizers
-from anpvs.train import build_model
+from anpvs.training.loop import build_model
+from anpvs.training.step import TrainStep, build_optimizers
 
 
 def make_step(method_name: str, pgd_steps: int):

@@ -6,8 +6,9 @@ FlopCounterMode over this machine's measured sgemm rate). Cases:
 
 * ``at_b64`` / ``at_b128``: one AT step (PGD-10 of step 0.007, eps 0.03, the mixed loss, Adam with L2 on the
   weights) on real CIFAR-10 images (``--data-dir``) or random ones. ``textbook`` is VGG-16 written the plain way
-  with a hand-written PGD loop and the same arithmetic; ``anpvs`` is :class:`anpvs.step.TrainStep`, the callable
-  ``fit()`` runs; ``anpvs_channels_last`` the same step with the model and images in channels_last layout;
+  with a hand-written PGD loop and the same arithmetic; ``anpvs`` is
+  :class:`anpvs.training.step.TrainStep`, the callable ``fit()`` runs;
+  ``anpvs_channels_last`` the same step with the model and images in channels_last layout;
   ``anpvs_bf16`` the step under ``train.precision=bf16`` (only where the device computes bf16 natively: CUDA, or
   a CPU with AVX512-BF16 / AMX; elsewhere it is reported as skipped, since emulated bf16 is many times slower).
   Both fp32 variants are then rerun from the same weights and seed for 2 steps and their weights compared.
@@ -35,12 +36,12 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import anpvs.methods.adversarial as adversarial_module
-from anpvs.compact import attack_network
-from anpvs.config import build_config
+from anpvs.core.config import build_config
 from anpvs.methods import build_method
+from anpvs.models.compact import attack_network
 from anpvs.models.vgg16 import AFTER_BLOCK, CIFAR_MEAN, CIFAR_STD
-from anpvs.step import TrainStep, build_optimizers
-from anpvs.train import build_model
+from anpvs.training.loop import build_model
+from anpvs.training.step import TrainStep, build_optimizers
 
 
 def sgemm_gflops(device: torch.device, n: int = 1024, reps: int = 10) -> float:

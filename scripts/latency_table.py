@@ -2,9 +2,10 @@
 attacks: ``python scripts/latency_table.py [--threads 1] LABEL=CHECKPOINT ...`` prints a Markdown table.
 
 A reproduction's "Measured speed-up" column comes from the evaluation record, timed on whatever load the machine
-had while the table was being trained. This script measures the same thing (:func:`anpvs.evaluate.efficiency`:
-median latency at batch 1 and 256, interleaved) for the checkpoints given, with a longer timing budget, and
-prints it beside the analytic FLOPs speed-up. Used for docs/results/mnist_full/latency.md.
+had while the table was being trained. This script measures the same thing
+(:func:`anpvs.evaluation.evaluate.efficiency`: median latency at batch 1 and 256, interleaved) for the checkpoints
+given, with a longer timing budget, and prints it beside the analytic FLOPs speed-up.
+Used for docs/results/mnist_full/latency.md.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import argparse
 
 import torch
 
-from anpvs.checkpoint import load_model
-from anpvs.evaluate import efficiency
+from anpvs.evaluation.evaluate import efficiency
+from anpvs.models.checkpoint import load_model
 
 
 def main() -> None:

@@ -72,9 +72,9 @@ def fake_git(monkeypatch: pytest.MonkeyPatch) -> str:
     independent of the working tree's state and lets them check that the value is carried."""
     import importlib
 
-    # import_module, not ``anpvs.evaluate``: that attribute is the evaluate() function (``from anpvs import evaluate``)
-    monkeypatch.setattr(importlib.import_module("anpvs.checkpoint"), "git_commit", lambda: FAKE_COMMIT)
-    monkeypatch.setattr(importlib.import_module("anpvs.evaluate"), "git_commit", lambda: FAKE_COMMIT)
+    # the modules that stamp the commit into checkpoints and evaluation records
+    monkeypatch.setattr(importlib.import_module("anpvs.models.checkpoint"), "git_commit", lambda: FAKE_COMMIT)
+    monkeypatch.setattr(importlib.import_module("anpvs.evaluation.evaluate"), "git_commit", lambda: FAKE_COMMIT)
     return FAKE_COMMIT
 
 
@@ -83,7 +83,7 @@ def tiny_config(tiny_mnist_dir: Path, tmp_path: Path):
     """Factory of configs that train on 128 tiny images, 4 batches of 32 per epoch (a fraction of a second).
 
     ``tiny_config(**overrides)`` takes dotted keys with ``__`` for the dot, e.g. ``train__epochs=3``."""
-    from anpvs.config import build_config
+    from anpvs.core.config import build_config
 
     def make(**overrides: Any):
         ov: dict[str, Any] = {

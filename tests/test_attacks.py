@@ -231,18 +231,18 @@ def test_kl_restarts_keep_the_highest_kl(net: TinyNet, batch) -> None:
 @pytest.fixture(scope="module")
 def trained_lenet(tmp_path_factory: pytest.TempPathFactory):
     """LeNet5-Caffe trained with the Standard method for 2 epochs on 1000 bundled digits (~60 steps)."""
-    import anpvs.checkpoint
-    from anpvs.checkpoint import load_model
-    from anpvs.config import build_config
+    import anpvs.models.checkpoint
+    from anpvs.core.config import build_config
     from anpvs.data import load_dataset
-    from anpvs.train import fit
+    from anpvs.models.checkpoint import load_model
+    from anpvs.training.loop import fit
 
     out = tmp_path_factory.mktemp("standard") / "run"
     cfg = build_config({"data.name": "mnist_sample", "data.train_limit": 1000, "train.epochs": 2,
                         "train.batch_size": 32, "train.schedule": "constant", "method.name": "standard",
                         "device": "cpu", "out": str(out)})
     with pytest.MonkeyPatch.context() as mp:  # no `git rev-parse` on the developer's checkout
-        mp.setattr(anpvs.checkpoint, "git_commit", lambda: None)
+        mp.setattr(anpvs.models.checkpoint, "git_commit", lambda: None)
         summary = fit(cfg, progress=False)
     model, _ = load_model(Path(summary["checkpoint"]))
     test = load_dataset("mnist_sample", test_limit=64).test

@@ -702,7 +702,7 @@ class _FullDisk(io.RawIOBase):
 def _fill_disk(monkeypatch: pytest.MonkeyPatch, err: int = errno.ENOSPC, after: int = 0) -> None:
     """Every file anpvs opens for writing after the first ``after`` (the output check's and the atomic writer's)
     fails in its writes, ``torch.save`` included: it writes through the open file, as on a real full disk."""
-    import anpvs.errors
+    import anpvs.core.errors
     import anpvs.io.atomic
 
     opened = {"n": 0}
@@ -711,7 +711,7 @@ def _fill_disk(monkeypatch: pytest.MonkeyPatch, err: int = errno.ENOSPC, after: 
         opened["n"] += 1
         return _FullDisk(err) if "w" in mode and opened["n"] > after else open(path, mode, *args, **kwargs)
 
-    for module in (anpvs.errors, anpvs.io.atomic):
+    for module in (anpvs.core.errors, anpvs.io.atomic):
         monkeypatch.setattr(module, "open", fake_open, raising=False)
 
 

@@ -28,9 +28,9 @@ import torch
 from _toys import run_cli
 from test_bad_input import TINY, error_lines, snapshot, trained  # noqa: F401  (trained: a fixture)
 
-from anpvs.checkpoint import make_checkpoint, make_compact_checkpoint, sha256_file
-from anpvs.compact import compact
 from anpvs.models import create_model
+from anpvs.models.checkpoint import make_checkpoint, make_compact_checkpoint, sha256_file
+from anpvs.models.compact import compact
 
 pytestmark = pytest.mark.usefixtures("fake_git")
 
@@ -320,7 +320,7 @@ def test_a_surviving_rank_names_the_dead_one_and_resume(tmp_path: Path, monkeypa
     """Rank 0 of 2 whose peer died: gloo's own error (the text a real 2-process run gives) becomes one line."""
     import torch.distributed as dist
 
-    from anpvs import distributed
+    from anpvs.core import distributed
 
     two = distributed.World(0, 2, 0)
     monkeypatch.setattr(distributed, "setup", lambda device: two)
@@ -341,7 +341,7 @@ def test_a_surviving_rank_names_the_dead_one_and_resume(tmp_path: Path, monkeypa
 def test_a_rank_lost_line_says_how_to_resume(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch.distributed as dist
 
-    from anpvs import distributed
+    from anpvs.core import distributed
 
     monkeypatch.setattr(distributed, "current", lambda: distributed.World(1, 4, 1))
 
@@ -406,7 +406,7 @@ def test_opaque_alpha_is_dropped_and_linked_class_folders_are_followed(tmp_path:
 def test_bf16_detection_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    from anpvs import runtime
+    from anpvs.core import device as runtime
 
     def cpu(text: str):
         monkeypatch.setattr(runtime, "open", lambda *a, **k: io.StringIO(text), raising=False)
@@ -426,10 +426,10 @@ def test_bf16_detection_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_bf16_falls_back_to_fp32_on_a_cpu_without_it(monkeypatch: pytest.MonkeyPatch,
                                                       caplog: pytest.LogCaptureFixture) -> None:
-    from anpvs import runtime
+    from anpvs.core import device as runtime
 
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="anpvs.runtime"):
+    with caplog.at_level(logging.WARNING, logger="anpvs.core.device"):
         assert runtime.effective_precision("bf16", torch.device("cpu")) == "fp32"
         assert runtime.effective_precision("fp32", torch.device("cpu")) == "fp32"
         assert runtime.effective_precision("bf16", torch.device("cuda")) == "bf16"  # GPUs are unaffected
@@ -441,7 +441,8 @@ def test_bf16_falls_back_to_fp32_on_a_cpu_without_it(monkeypatch: pytest.MonkeyP
 def test_train_and_eval_say_so_before_they_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     """The warning comes before the first epoch; the step runs in fp32; the record says fp32."""
-    from anpvs import runtime, train
+    from anpvs.core import device as runtime
+    from anpvs.training import loop as train
 
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     used = []

@@ -10,7 +10,12 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from anpvs.attacks import PGD
-from anpvs.checkpoint import (
+from anpvs.core.config import build_config
+from anpvs.methods import build_method, list_methods
+from anpvs.methods.admm import keep_masks, prunable_weights
+from anpvs.metrics.efficiency import weight_stats
+from anpvs.models import create_model
+from anpvs.models.checkpoint import (
     CheckpointError,
     atomic_save,
     head_parameter_names,
@@ -18,13 +23,8 @@ from anpvs.checkpoint import (
     load_weights,
     make_checkpoint,
 )
-from anpvs.config import build_config
-from anpvs.methods import build_method, list_methods
-from anpvs.methods.admm import keep_masks, prunable_weights
-from anpvs.metrics.efficiency import weight_stats
-from anpvs.models import create_model
 from anpvs.nn.bayes import BayesConv2d, BayesLinear, bayes_layers, one_sample, set_sampling, total_bayes_kl
-from anpvs.train import fit, model_spec
+from anpvs.training.loop import fit, model_spec
 
 
 @pytest.fixture(autouse=True)
@@ -218,7 +218,7 @@ def test_at_bnn_clean_and_adversarial_pass_share_a_sample_like_the_reference(mon
 
 
 def test_decay_scope_all_decays_biases_too() -> None:
-    from anpvs.step import build_optimizers
+    from anpvs.training.step import build_optimizers
 
     model = create_model("lenet5_caffe")
     groups = {}
@@ -265,7 +265,7 @@ def _tiny_cfg(tmp_path, name: str, **overrides):
 
 
 def test_admm_run_reaches_target_sparsity_and_keeps_masks(tmp_path) -> None:
-    from anpvs.runner import evaluate_checkpoint
+    from anpvs.jobs.evaluate import evaluate_checkpoint
 
     cfg = _tiny_cfg(tmp_path, "admm", **{"method.admm_fraction": 0.34, "method.admm_update_every": 1})
     summary = fit(cfg, progress=False)  # 1 ADMM epoch, then 2 epochs of masked retraining
@@ -380,7 +380,7 @@ def test_admm_resume_matches_uninterrupted_run(tmp_path, monkeypatch) -> None:
 def test_method_settings_are_in_the_config_and_valid_by_default(name: str) -> None:
     import dataclasses
 
-    from anpvs.config import valid_keys
+    from anpvs.core.config import valid_keys
     from anpvs.methods import METHODS, Settings
 
     method_cls = METHODS.get(name)
@@ -393,7 +393,7 @@ def test_method_settings_are_in_the_config_and_valid_by_default(name: str) -> No
 
 
 def test_each_method_validates_its_own_settings() -> None:
-    from anpvs.config import ConfigError
+    from anpvs.core.config import ConfigError
 
     for key, bad in [("method.admm_rho", -1.0), ("method.bnn_kl_weight", 0.0), ("method.trades_beta", -1.0),
                      ("method.beta", -1.0), ("method.kl_n", -1), ("method.adv_loss", "huber")]:

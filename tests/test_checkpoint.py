@@ -9,7 +9,10 @@ import pytest
 import torch
 
 import anpvs
-from anpvs.checkpoint import (
+from anpvs.core.config import build_config, config_from_dict
+from anpvs.core.errors import TrainingError
+from anpvs.models import create_model
+from anpvs.models.checkpoint import (
     FORMAT,
     CheckpointError,
     atomic_save,
@@ -17,9 +20,7 @@ from anpvs.checkpoint import (
     make_checkpoint,
     read_checkpoint,
 )
-from anpvs.config import build_config, config_from_dict
-from anpvs.models import create_model
-from anpvs.train import TrainingError, fit
+from anpvs.training.loop import fit
 
 pytestmark = pytest.mark.usefixtures("fake_git")
 

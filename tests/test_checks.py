@@ -1,4 +1,5 @@
-"""The sanity checks of ``anpvs.checks``: each fires on a model broken on purpose and stays silent on a healthy one."""
+"""The sanity checks of ``anpvs.evaluation.checks``: each fires on a model broken on purpose and stays silent on a
+healthy one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from _toys import Blind, Detached, Noisy, Rounded, Softmaxed, TemplateLinear, toy_data
 
 from anpvs.attacks import PGD
-from anpvs.checks import (
+from anpvs.evaluation.checks import (
     DOCS,
     AnpvsEvaluationWarning,
     check_black_box_below_white_box,
@@ -26,7 +27,7 @@ from anpvs.checks import (
     sweep_eps,
     sweep_step,
 )
-from anpvs.evaluate import evaluate
+from anpvs.evaluation.evaluate import evaluate
 
 torch.set_num_threads(1)
 DOCS_PATH = Path(__file__).resolve().parents[1] / DOCS

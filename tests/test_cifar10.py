@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from anpvs.core.errors import DataError
 from anpvs.data import load_dataset
 from anpvs.data.formats import cifar_jpeg
-from anpvs.errors import DataError
 from anpvs.jobs.reproduce import ProtocolError, load_protocol, plan, protocol_path
 from anpvs.metrics.efficiency import efficiency_report, measured_flops
 from anpvs.models import create_model
@@ -209,8 +209,8 @@ def test_vgg16_dropout_scale_changes_training_mode_only() -> None:
 
 
 def test_narrow_vgg16_compacts_to_the_same_logits_and_counted_flops() -> None:
-    from anpvs.compact import compact
-    from anpvs.pruning import active_units
+    from anpvs.models.compact import compact
+    from anpvs.models.masks import active_units
 
     torch.manual_seed(0)
     m = create_model("vgg16_bbd", width=0.25).eval()
@@ -266,8 +266,8 @@ def test_run_order_and_extra_autoattack_are_checked(tmp_path: Path, text: str, m
 def test_paper_scale_cifar10_trains_on_cpu_at_tiny_scale(tmp_path: Path, fake_git: str) -> None:
     """--scale paper runs the paper's protocol unchanged: its configs build, and one epoch of its ANP-VS row
     (the full-width VGG-16, PGD-10, its masks) runs on a CPU when the data is cut to a few images."""
-    from anpvs.config import build_config
-    from anpvs.train import fit
+    from anpvs.core.config import build_config
+    from anpvs.training.loop import fit
 
     del fake_git
     write_archive(tmp_path / "d" / "cifar10_jpeg.tar.gz", _files(n_train=2, n_test=1))

@@ -12,7 +12,7 @@ import yaml
 from _toys import run_cli
 
 import anpvs
-from anpvs.config import config_from_dict
+from anpvs.core.config import config_from_dict
 
 pytestmark = pytest.mark.usefixtures("fake_git")
 
@@ -139,7 +139,7 @@ def test_train_then_eval_end_to_end(tiny_mnist_dir: Path, tmp_path: Path, capsys
 @pytest.mark.parametrize("with_autoattack", [True, False])
 def test_demo_table_shows_the_speed_up_and_autoattack_beside_pgd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   with_autoattack: bool) -> None:
-    from anpvs.jobs import demo as runner  # the module of anpvs demo (also importable as anpvs.runner)
+    from anpvs.jobs import demo as runner  # the module of anpvs demo
 
     if with_autoattack:
         pytest.importorskip("pyautoattack")

@@ -9,14 +9,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from anpvs.compact import (
+from anpvs.metrics.efficiency import analytic_flops, measured_flops, weight_stats
+from anpvs.models import create_model
+from anpvs.models.compact import (
     ConstantInputConv2d,
     compact,
     compact_from_state_dict,
     compact_stats,
 )
-from anpvs.metrics.efficiency import analytic_flops, measured_flops, weight_stats
-from anpvs.models import create_model
 from anpvs.models.lenet5_caffe import CompactLeNet5Caffe
 from anpvs.models.vgg16 import AFTER_BLOCK, CompactVGG16
 
@@ -276,7 +276,7 @@ def test_compacted_state_dict_round_trips_with_weights_only() -> None:
 
 
 def test_efficiency_reports_compact_keys() -> None:
-    from anpvs.evaluate import efficiency
+    from anpvs.evaluation.evaluate import efficiency
 
     model, n = _pruned_lenet()
     eff = efficiency(model)

@@ -12,14 +12,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from anpvs.checkpoint import atomic_save, load_model, make_checkpoint, sha256_file
-from anpvs.compact import compact, deployable, is_compact, max_pool2x2
-from anpvs.evaluate import efficiency
-from anpvs.export import EXPORT_ATOL, export_torchscript, reference_images
+from anpvs.evaluation.evaluate import efficiency
+from anpvs.evaluation.tables import markdown_table
+from anpvs.jobs.compact import EXPORT_ATOL, export_torchscript, reference_images
 from anpvs.metrics.latency import median_latency
 from anpvs.metrics.vulnerability import vulnerability
 from anpvs.models import create_model
-from anpvs.report import markdown_table
+from anpvs.models.checkpoint import atomic_save, load_model, make_checkpoint, sha256_file
+from anpvs.models.compact import compact, deployable, is_compact, max_pool2x2
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _toys import run_cli  # noqa: E402
@@ -118,7 +118,7 @@ def test_table_measured_speed_up_column_next_to_flops() -> None:
 def pruned_checkpoint(tiny_config, tmp_path: Path) -> Path:
     """A LeNet5-Caffe-BBD checkpoint with trained weights (a short Standard run) and hand-pruned masks:
     whole conv1 / conv2 channels, a conv2 channel whose positions mask3 all prunes, dense3 units."""
-    from anpvs.train import fit
+    from anpvs.training.loop import fit
 
     cfg = tiny_config(method__name="standard", train__epochs=6, data__train_limit=256)
     std = load_model(fit(cfg, progress=False)["checkpoint"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anpvs.config import Config, ConfigError, build_config, config_from_dict, load_yaml, parse_override, set_key
+from anpvs.core.config import Config, ConfigError, build_config, config_from_dict, load_yaml, parse_override, set_key
 
 
 def test_defaults_are_the_mnist_sample_preset() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from anpvs.core.distributed import World, shard_bounds
 from anpvs.data import ArrayDataset, BatchLoader
-from anpvs.distributed import World, shard_bounds
 
 TINY = ["--train-limit", "256", "--test-limit", "32", "--batch-size", "32", "--quiet",
         "--set", "train.schedule=constant"]

@@ -10,17 +10,17 @@ import torch
 from torch.nn import functional as F
 
 import anpvs.methods.adversarial as adversarial_module
-import anpvs.step as step_module
+import anpvs.training.step as step_module
 from anpvs.attacks import PGD
-from anpvs.compact import attack_network
-from anpvs.config import ConfigError, build_config
+from anpvs.core.config import ConfigError, build_config
 from anpvs.data import load_dataset
-from anpvs.evaluate import evaluate
+from anpvs.evaluation.evaluate import evaluate
 from anpvs.methods import build_method
 from anpvs.models import create_model
+from anpvs.models.compact import attack_network
 from anpvs.nn.fast import conv2d, fast_kernels, max_pool2d
-from anpvs.step import TrainStep, build_optimizers
-from anpvs.train import build_model, fit
+from anpvs.training.loop import build_model, fit
+from anpvs.training.step import TrainStep, build_optimizers
 
 PAPER_WIDTHS = [4, 23, 61, 129]
 
@@ -159,7 +159,7 @@ def test_evaluation_of_a_masked_model_attacks_its_compacted_network(digits, monk
 
     fast = evaluate(model, x, y, {"pgd": Spy()}, batch_size=64)
     assert seen == ["CompactLeNet5Caffe", "CompactLeNet5Caffe"]
-    evaluate_module = importlib.import_module("anpvs.evaluate")  # the package exports the function as well
+    evaluate_module = importlib.import_module("anpvs.evaluation.evaluate")  # the package exports the function as well
     monkeypatch.setattr(evaluate_module, "attack_network", lambda m: m)
     with fast_kernels(False):
         slow = evaluate(model, x, y, {"pgd": Spy()}, batch_size=64)
@@ -179,7 +179,7 @@ def test_fit_runs_the_shared_training_step(tmp_path, monkeypatch):
 
     overrides = {"method.name": "anp_vs", "data.train_limit": 96, "data.test_limit": 16, "train.batch_size": 32,
                  "train.epochs": 1, "attack.steps": 1, "out": str(tmp_path / "spied")}
-    monkeypatch.setattr("anpvs.train.TrainStep", CountingStep)
+    monkeypatch.setattr("anpvs.training.loop.TrainStep", CountingStep)
     spied = fit(build_config(overrides), progress=False)
     monkeypatch.undo()
     plain = fit(build_config({**overrides, "out": str(tmp_path / "plain")}), progress=False)
@@ -232,7 +232,7 @@ def test_training_attack_of_masked_methods_uses_the_snapshot(monkeypatch, digits
 @pytest.mark.slow
 def test_bf16_adversarial_training_is_as_robust_as_fp32(tmp_path):
     """PGD-40 accuracy of AT trained in bf16 is within 1 point of fp32 training (same data, seed, budget)."""
-    from anpvs.runner import evaluate_checkpoint
+    from anpvs.jobs.evaluate import evaluate_checkpoint
 
     acc = {}
     for precision in ("fp32", "bf16"):

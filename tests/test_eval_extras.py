@@ -12,12 +12,12 @@ from _toys import Noisy, TemplateLinear, toy_data
 
 from anpvs.attacks import PGD, AutoAttack, OptionalDependencyError
 from anpvs.attacks.autoattack import INSTALL_HINT
-from anpvs.checkpoint import atomic_save, make_checkpoint, read_checkpoint
-from anpvs.checks import check_stochastic_forward
 from anpvs.cli import main
-from anpvs.evaluate import evaluate
+from anpvs.evaluation.checks import check_stochastic_forward
+from anpvs.evaluation.evaluate import evaluate
+from anpvs.jobs.evaluate import evaluate_checkpoint
 from anpvs.models import create_model
-from anpvs.runner import evaluate_checkpoint
+from anpvs.models.checkpoint import atomic_save, make_checkpoint, read_checkpoint
 
 torch.set_num_threads(1)
 
@@ -92,7 +92,7 @@ def test_autoattacks_own_reliability_warnings_reach_the_record():
     import logging
 
     from anpvs.attacks.autoattack import AA_LOGGER
-    from anpvs.checks import check_metrics
+    from anpvs.evaluation.checks import check_metrics
 
     msg = "Square Attack has decreased the robust accuracy of 2.20%."
 
@@ -183,7 +183,8 @@ def test_eval_autoattack_missing_extra_is_one_line(tiny_ckpt, monkeypatch, capsy
     assert capsys.readouterr().err.strip() == f"anpvs: error: {INSTALL_HINT}"
 
 
-@pytest.mark.filterwarnings("ignore::anpvs.checks.AnpvsEvaluationWarning")  # an untrained BNN: noise, any result
+# an untrained BNN: noise, any result
+@pytest.mark.filterwarnings("ignore::anpvs.evaluation.checks.AnpvsEvaluationWarning")
 def test_eval_sampled_weights_of_a_bayesian_model(tiny_ckpt, tmp_path, capsys):
     pytest.importorskip("anpvs.nn.bayes")
     bnn = _variant(tiny_ckpt, tmp_path / "bnn" / "checkpoint.pt", "lenet5_caffe_bnn")
@@ -192,7 +193,7 @@ def test_eval_sampled_weights_of_a_bayesian_model(tiny_ckpt, tmp_path, capsys):
     assert (a["sampled_weights"], a["eot"], a["ensemble"]) == (True, 2, 3)
     assert Path(record["record_path"]).name == "eval_sampled.json"
     # check (a) sees the sampling unless EOT is on
-    from anpvs.checkpoint import load_model
+    from anpvs.models.checkpoint import load_model
     from anpvs.nn.bayes import set_sampling
 
     model, _ = load_model(bnn)

@@ -1,5 +1,5 @@
 """One evaluation spec: ``anpvs eval``, ``check``, ``figures`` and ``reproduce`` evaluate a run at the radius,
-norm and attack of its ``eval`` section (:class:`anpvs.config.EvalSpec`), even when it differs from the
+norm and attack of its ``eval`` section (:class:`anpvs.core.config.EvalSpec`), even when it differs from the
 training attack."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from anpvs.checks import sweep_eps
-from anpvs.config import EvalSpec, build_config
+from anpvs.core.config import EvalSpec, build_config
+from anpvs.evaluation.checks import sweep_eps
 from anpvs.jobs.check import check_checkpoint
 from anpvs.jobs.context import open_run
 from anpvs.jobs.evaluate import evaluate_checkpoint
@@ -17,7 +17,7 @@ from anpvs.jobs.figures.draw import figure_spec
 from anpvs.jobs.figures.plot import FiguresUnavailable
 from anpvs.jobs.reproduce import run as rp_run
 from anpvs.jobs.reproduce.plan import Job
-from anpvs.train import fit
+from anpvs.training.loop import fit
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,14 @@ PACKAGE = "anpvs"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("public API (the package root, lazy re-exports)", ("anpvs",)),
     ("cli", ("anpvs.cli", "anpvs.__main__")),
-    ("jobs (and the old import paths of four of them)", ("anpvs.jobs", "anpvs.runner", "anpvs.reproduce",
-                                                         "anpvs.figures", "anpvs.audit")),
-    ("training and evaluation", ("anpvs.train", "anpvs.step", "anpvs.evaluate",
-                                 "anpvs.checks", "anpvs.export", "anpvs.guards", "anpvs.runlock", "anpvs.report",
-                                 "anpvs.paper_results")),
+    ("jobs", ("anpvs.jobs",)),
+    ("training and evaluation", ("anpvs.training", "anpvs.evaluation")),
     ("methods and attacks", ("anpvs.methods", "anpvs.attacks")),
     ("pruning schemes (the sparsifiers the loop drives; methods may bring one)", ("anpvs.sparsifiers",)),
-    ("models, metrics, data and checkpoints", ("anpvs.models", "anpvs.metrics", "anpvs.compact", "anpvs.pruning",
-                                               "anpvs.data", "anpvs.checkpoint", "anpvs.io.checkpoint")),
+    ("models (with their masks, compaction and checkpoints), metrics and data", ("anpvs.models", "anpvs.metrics",
+                                                                                  "anpvs.data")),
     ("layers", ("anpvs.nn",)),
-    ("foundations", ("anpvs._version", "anpvs.errors", "anpvs.registry", "anpvs.config", "anpvs.runtime",
-                     "anpvs.signals", "anpvs.distributed", "anpvs.io")),
+    ("foundations", ("anpvs._version", "anpvs.core", "anpvs.io")),
 ]
 
 
@@ -138,7 +134,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_graph_sees_the_package() -> None:
     graph = import_graph()
-    assert "anpvs.train" in graph and "anpvs.step" in graph["anpvs.train"]
+    assert "anpvs.training.loop" in graph and "anpvs.training.step" in graph["anpvs.training.loop"]
     assert "anpvs.cli" in graph
 
 
@@ -173,7 +169,7 @@ def test_no_module_imports_the_package_root() -> None:
 def test_cli_imports_no_torch_before_a_command() -> None:
     # anpvs --version / --help: the CLI imports only the version and the error types
     code = ("import sys, anpvs.cli\n"
-            "heavy = [m for m in ('torch', 'numpy', 'yaml', 'anpvs.config') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'numpy', 'yaml', 'anpvs.core.config') if m in sys.modules]\n"
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
@@ -183,18 +179,18 @@ def test_cli_imports_no_torch_before_a_command() -> None:
 #: (``config.build_config`` / ``config_from_dict`` / ``validate``) needs the chosen dataset's preset (declared next to
 #: its format), the method section's keys, the chosen method's preset and settings (declared next to the method) and
 #: the model's name. Any other one fails the test below.
-RUNTIME_REACH = {("anpvs.config", "anpvs.data.formats"), ("anpvs.config", "anpvs.methods"),
-                 ("anpvs.config", "anpvs.models")}
+RUNTIME_REACH = {("anpvs.core.config", "anpvs.data.formats"), ("anpvs.core.config", "anpvs.methods"),
+                 ("anpvs.core.config", "anpvs.models")}
 
 _SESSION = """
 import json, sys, tempfile
-from anpvs.registry import Registry
+from anpvs.core.registry import Registry
 Registry.trace = set()
-from anpvs.config import build_config, config_from_dict
+from anpvs.core.config import build_config, config_from_dict
 from anpvs.methods.base import build_method, list_methods
 from anpvs.models import create_model
 from anpvs.data import dataset_names
-from anpvs.train import fit
+from anpvs.training.loop import fit
 from anpvs.jobs.evaluate import evaluate_checkpoint
 from anpvs.jobs.check import check_checkpoint
 dataset_names()

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from anpvs.checkpoint import CheckpointError, load_weights
 from anpvs.models import create_model, list_models
+from anpvs.models.checkpoint import CheckpointError, load_weights
 
 # input (C, H, W) of each architecture family (``model.arch``)
 INPUT_SHAPES = {"lenet5_caffe": (1, 28, 28), "vgg16": (3, 32, 32), "resnet18": (3, 32, 32), "wide_resnet": (3, 32, 32)}

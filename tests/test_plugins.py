@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from anpvs.attacks import PGD, ThreatSpec
+from anpvs.core.registry import ATTACKS, Registry, UnknownNameError
 from anpvs.models import create_model
 from anpvs.nn.beta_bernoulli import mask_parameters
-from anpvs.registry import ATTACKS, Registry, UnknownNameError
 from anpvs.sparsifiers import sparsifiers_of
 
 

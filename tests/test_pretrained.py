@@ -26,7 +26,7 @@ import yaml
 from _toys import run_cli
 
 import anpvs
-from anpvs.config import flatten
+from anpvs.core.config import flatten
 from anpvs.io import pretrained
 from anpvs.io.rundir import RunDir
 
@@ -193,7 +193,7 @@ def test_the_builder_refuses_a_stale_or_missing_record(built: Built, tmp_path: P
     (run / "eval.json").unlink()
     with pytest.raises(make_pretrained.BuildError, match="has no evaluation record"):
         make_pretrained.build([("tiny/stale", run)], tmp_path / "reg")
-    with pytest.raises(anpvs.config.ConfigError, match="dataset/model"):
+    with pytest.raises(anpvs.core.config.ConfigError, match="dataset/model"):
         make_pretrained.build([("Tiny", built.standard)], tmp_path / "reg")
     assert not (tmp_path / "reg" / pretrained.MANIFEST).exists()
 
@@ -248,7 +248,7 @@ def test_load_pretrained_and_init(use: Built, tmp_path: Path) -> None:
     twin, _ = anpvs.load_pretrained("pretrained:tiny/anp_vs.compact")
     full, _ = anpvs.load_pretrained("tiny/anp_vs")
     assert torch.allclose(twin(x), full(x), atol=1e-5)
-    with pytest.raises(anpvs.config.ConfigError, match="known: tiny/anp_vs, tiny/anp_vs.compact, tiny/standard"):
+    with pytest.raises(anpvs.core.config.ConfigError, match="known: tiny/anp_vs, tiny/anp_vs.compact, tiny/standard"):
         anpvs.load_pretrained("tiny/nope")
     assert run_cli(["train", *TINY, "--train-limit", "64", "--method", "at", "--epochs", "1", "--init",
                     "pretrained:tiny/standard", "--out", str(tmp_path / "ft")]) == 0

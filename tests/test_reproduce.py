@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from anpvs import reproduce as rp
+from anpvs.evaluation.paper_results import PAPER_KEYS, PAPER_ROWS, TABLES, paper_table
+from anpvs.evaluation.tables import TABLE_COLUMNS, summarize, write_tables
+from anpvs.jobs import reproduce as rp
 from anpvs.jobs.reproduce import run as rp_run  # the module whose evaluate_checkpoint the runs call
-from anpvs.paper_results import PAPER_KEYS, PAPER_ROWS, TABLES, paper_table
-from anpvs.report import TABLE_COLUMNS, summarize, write_tables
 
 HEADERS = ["Clean acc (%)", "White-box PGD acc (%)", "Black-box acc (%)", "White-box vuln.", "Black-box vuln.",
            "Memory (%)", "FLOPs (x)", "Measured speed-up (x)", "Sparsity (%)", "Weight sparsity (%)"]
@@ -251,8 +251,8 @@ def test_figures_command_needs_a_reproduction_folder(tmp_path: Path, capsys) -> 
 def test_figure_functions_write_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     from anpvs import create_model
-    from anpvs import figures as fg
     from anpvs.attacks import PGD
+    from anpvs.jobs import figures as fg
 
     torch.manual_seed(0)
     model = create_model("lenet5_caffe_bbd").eval()
@@ -278,8 +278,8 @@ def test_figure_functions_write_png(tmp_path: Path) -> None:
 
 
 def test_audit_of_a_tiny_reproduction(tmp_path: Path, capsys) -> None:
-    from anpvs.audit import audit
     from anpvs.cli import main
+    from anpvs.jobs.audit import audit
 
     protocol = tmp_path / "tiny.yaml"
     protocol.write_text(TINY)
@@ -341,7 +341,7 @@ def test_audit_of_a_tiny_reproduction(tmp_path: Path, capsys) -> None:
 
 def test_audit_runs_autoattack_beside_pgd(tmp_path: Path) -> None:
     pytest.importorskip("pyautoattack")
-    from anpvs.audit import audit
+    from anpvs.jobs.audit import audit
 
     protocol = tmp_path / "tiny.yaml"
     protocol.write_text(TINY.replace("  at: {label: AT, overrides: {train.epochs: 2}}\n", ""))
@@ -356,7 +356,7 @@ def test_audit_runs_autoattack_beside_pgd(tmp_path: Path) -> None:
 
 
 def test_training_panels_keep_trades_kl_out_of_the_mask_kl_panel() -> None:
-    from anpvs.figures import training_panels
+    from anpvs.jobs.figures import training_panels
 
     logs = {"ANP-VS": [{"epoch": 1, "loss": 2.0, "adv_acc": 10.0, "kl": 9000.0, "active_units": {"mask1": 19}}],
             "TRADES": [{"epoch": 1, "loss": 2.0, "adv_acc": 12.0, "kl": 0.03}],
@@ -369,7 +369,7 @@ def test_training_panels_keep_trades_kl_out_of_the_mask_kl_panel() -> None:
 
 
 def test_training_panels_keep_the_validation_vulnerability_out_of_the_accuracy_panel() -> None:
-    from anpvs.figures import training_panels
+    from anpvs.jobs.figures import training_panels
 
     logs = {"AT": [{"epoch": 1, "loss": 1.0, "val_clean_acc": 98.0, "val_pgd20_acc": 80.0,
                     "val_vulnerability": 0.05}]}
@@ -380,7 +380,7 @@ def test_training_panels_keep_the_validation_vulnerability_out_of_the_accuracy_p
 
 def test_autoattack_column_beside_pgd_on_one_subset_and_reused_by_the_audit(tmp_path: Path) -> None:
     pytest.importorskip("pyautoattack")
-    from anpvs.audit import audit
+    from anpvs.jobs.audit import audit
 
     protocol = tmp_path / "tiny.yaml"
     protocol.write_text(TINY.replace("  at: {label: AT, overrides: {train.epochs: 2}}\n", "")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from anpvs.checkpoint import load_model
-from anpvs.compact import compact, compact_from_state_dict, compact_stats, deployable, is_compact
-from anpvs.evaluate import efficiency
-from anpvs.export import EXPORT_ATOL, export_torchscript, reference_images
+from anpvs.evaluation.evaluate import efficiency
+from anpvs.jobs.compact import EXPORT_ATOL, export_torchscript, reference_images
 from anpvs.models import create_model
+from anpvs.models.checkpoint import load_model
+from anpvs.models.compact import compact, compact_from_state_dict, compact_stats, deployable, is_compact
 from anpvs.nn.beta_bernoulli import UNIT_OFF, bbd_layers
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -93,9 +93,9 @@ def short_anp_vs_run(model: str, tmp_path: Path, **model_kwargs) -> None:
     """A few ANP-VS steps of ``model`` on CIFAR-shaped JPEGs, then half of every mask forced off: the checkpoint
     prunes units, ``anpvs compact`` writes a compacted checkpoint and a TorchScript file, and ``anpvs eval`` of
     the compacted checkpoint gives the masked source's accuracies."""
-    from anpvs.checkpoint import atomic_save, make_checkpoint, read_checkpoint
-    from anpvs.config import build_config
-    from anpvs.train import fit
+    from anpvs.core.config import build_config
+    from anpvs.models.checkpoint import atomic_save, make_checkpoint, read_checkpoint
+    from anpvs.training.loop import fit
 
     write_archive(tmp_path / "d" / "cifar10_jpeg.tar.gz", _files(n_train=2, n_test=1))
     cfg = build_config({"data.name": "cifar10", "data.dir": str(tmp_path / "d"), "model.name": model,

@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-import anpvs.train
-from anpvs.checkpoint import atomic_save, load_model, make_checkpoint, read_checkpoint
-from anpvs.compact import compact, compact_widths
-from anpvs.config import ConfigError, build_config
+import anpvs.training.loop
+from anpvs.core.config import ConfigError, build_config
 from anpvs.jobs.evaluate import evaluate_checkpoint
 from anpvs.methods import build_method
 from anpvs.methods.l1_prune import l1_keep
 from anpvs.models import create_model
+from anpvs.models.checkpoint import atomic_save, load_model, make_checkpoint, read_checkpoint
+from anpvs.models.compact import compact, compact_widths
+from anpvs.models.masks import active_units
 from anpvs.nn.beta_bernoulli import UNIT_OFF, UNIT_ON, BetaBernoulliDropout, bbd_layers, kumaraswamy_mean
-from anpvs.pruning import active_units
 from anpvs.sparsifiers.budget import UnitBudget, kept_per_layer, top_units_global
-from anpvs.train import fit
+from anpvs.training.loop import fit
 
 pytestmark = pytest.mark.usefixtures("fake_git")
 
@@ -130,7 +130,7 @@ def test_cut_masks_are_held_and_a_resumed_run_is_bitwise_the_same(tiny_config, t
     small = {"method__name": "anp_vs", "train__epochs": 3, "data__train_limit": 16, "train__batch_size": 8,
              "attack__steps": 1, "method__target_sparsity": 0.75, "method__target_epoch": 1}
     fit(tiny_config(**small, out=str(tmp_path / "a")), progress=False)
-    real_save = anpvs.train.atomic_save
+    real_save = anpvs.training.loop.atomic_save
     saved: list[dict] = []
 
     def save_then_interrupt(obj, path):  # run B stops in epoch 2, after the cut, before its checkpoint
@@ -139,10 +139,10 @@ def test_cut_masks_are_held_and_a_resumed_run_is_bitwise_the_same(tiny_config, t
             raise KeyboardInterrupt
         real_save(obj, path)
 
-    monkeypatch.setattr(anpvs.train, "atomic_save", save_then_interrupt)
+    monkeypatch.setattr(anpvs.training.loop, "atomic_save", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         fit(tiny_config(**small, out=str(tmp_path / "b")), progress=False)
-    monkeypatch.setattr(anpvs.train, "atomic_save", real_save)
+    monkeypatch.setattr(anpvs.training.loop, "atomic_save", real_save)
     fit(tiny_config(**small, out=str(tmp_path / "b")), resume=True, progress=False)
 
     a, b = read_checkpoint(tmp_path / "a" / "checkpoint.pt"), read_checkpoint(tmp_path / "b" / "checkpoint.pt")

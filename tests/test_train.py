@@ -1,4 +1,4 @@
-"""Tests of the one training loop (:func:`anpvs.train.fit`) on 128 tiny images, 4 steps per epoch."""
+"""Tests of the one training loop (:func:`anpvs.training.loop.fit`) on 128 tiny images, 4 steps per epoch."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ import yaml
 from torch.nn import functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-import anpvs.train
-from anpvs.checkpoint import load_model, read_checkpoint
-from anpvs.config import build_config, config_from_dict
+import anpvs.training.loop
+from anpvs.core.config import build_config, config_from_dict
+from anpvs.core.errors import TrainingError
 from anpvs.data import BatchLoader, load_dataset
 from anpvs.methods import build_method
+from anpvs.models.checkpoint import load_model, read_checkpoint
 from anpvs.nn.beta_bernoulli import total_kl
-from anpvs.train import TrainingError, build_model, fit, lr_factor, split_parameters
+from anpvs.training.loop import build_model, fit
+from anpvs.training.step import lr_factor, split_parameters
 
 pytestmark = pytest.mark.usefixtures("fake_git")
 
@@ -113,7 +115,7 @@ def test_resume_equivalence(tiny_config, tmp_path: Path, monkeypatch: pytest.Mon
     fit(cfg_a, progress=False)
 
     # Run B is interrupted (Ctrl-C) in epoch 2, just before its checkpoint would be written.
-    real_save = anpvs.train.atomic_save
+    real_save = anpvs.training.loop.atomic_save
     calls = []
 
     def save_then_interrupt(obj, path):
@@ -122,10 +124,10 @@ def test_resume_equivalence(tiny_config, tmp_path: Path, monkeypatch: pytest.Mon
             raise KeyboardInterrupt
         real_save(obj, path)
 
-    monkeypatch.setattr(anpvs.train, "atomic_save", save_then_interrupt)
+    monkeypatch.setattr(anpvs.training.loop, "atomic_save", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg_b, progress=False)
-    monkeypatch.setattr(anpvs.train, "atomic_save", real_save)
+    monkeypatch.setattr(anpvs.training.loop, "atomic_save", real_save)
     assert read_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
     assert [r["epoch"] for r in _log(tmp_path / "b")] == [1]
 
@@ -189,7 +191,7 @@ def test_resume_with_more_epochs_extends_a_finished_run_exactly(tiny_config, tmp
 
 def test_a_method_that_depends_on_the_epochs_cannot_be_extended(tiny_config, tmp_path: Path) -> None:
     # ADMM's phase is a fraction of train.epochs: extending its run would not equal a longer run from the start
-    from anpvs.train import _extended
+    from anpvs.training.loop import _extended
 
     kw = {"method__name": "admm", "train__lr_milestones": [], "init": str(tmp_path / "at.pt")}
     saved, asked = tiny_config(**kw, train__epochs=2), tiny_config(**kw, train__epochs=4)
@@ -265,7 +267,7 @@ def test_fit_routes_mask_loss_to_masks_and_loss_to_weights(tiny_config, monkeypa
     mask_grad_of_loss: dict[str, torch.Tensor] = {}
     initial: dict[str, torch.Tensor] = {}
     ids: dict[int, str] = {}
-    real_build = anpvs.train.build_method
+    real_build = anpvs.training.loop.build_method
 
     def spying_build(cfg, n_train):
         method = real_build(cfg, n_train)
@@ -294,7 +296,7 @@ def test_fit_routes_mask_loss_to_masks_and_loss_to_weights(tiny_config, monkeypa
             for p in group["params"]:
                 seen[ids[id(p)]] = p.grad.clone()
 
-    monkeypatch.setattr(anpvs.train, "build_method", spying_build)
+    monkeypatch.setattr(anpvs.training.loop, "build_method", spying_build)
     handle = register_optimizer_step_pre_hook(capture)
     try:
         torch.manual_seed(0)
@@ -331,9 +333,9 @@ def test_diverging_loss_stops_training_and_keeps_the_last_checkpoint(
     method_name = "standard" if key == "loss" else "anp_vs"
     cfg = tiny_config(method__name=method_name, train__epochs=2, data__train_limit=16, train__batch_size=8)
     run = Path(cfg.out)
-    real_build = anpvs.train.build_method
+    real_build = anpvs.training.loop.build_method
     saved: list[bytes] = []
-    real_save = anpvs.train.atomic_save
+    real_save = anpvs.training.loop.atomic_save
 
     def save_and_remember(obj, path):
         real_save(obj, path)
@@ -353,8 +355,8 @@ def test_diverging_loss_stops_training_and_keeps_the_last_checkpoint(
         method.loss = loss
         return method
 
-    monkeypatch.setattr(anpvs.train, "build_method", nan_in_epoch_2)
-    monkeypatch.setattr(anpvs.train, "atomic_save", save_and_remember)
+    monkeypatch.setattr(anpvs.training.loop, "build_method", nan_in_epoch_2)
+    monkeypatch.setattr(anpvs.training.loop, "atomic_save", save_and_remember)
     with pytest.raises(TrainingError, match=f"{key} became nan") as info:
         fit(cfg, progress=False)
     assert str(run) in str(info.value)
@@ -374,7 +376,7 @@ def test_collapsed_layer_stops_training_and_keeps_the_last_good_checkpoint(
     cfg = tiny_config(method__name="anp_vs", train__epochs=3, data__train_limit=16, train__batch_size=8,
                       method__beta=4.0)
     run = Path(cfg.out)
-    real_build = anpvs.train.build_method
+    real_build = anpvs.training.loop.build_method
 
     def closes_mask2_in_epoch_2(cfg, n_train):
         method = real_build(cfg, n_train)
@@ -387,7 +389,7 @@ def test_collapsed_layer_stops_training_and_keeps_the_last_good_checkpoint(
         method.on_epoch_end = on_epoch_end
         return method
 
-    monkeypatch.setattr(anpvs.train, "build_method", closes_mask2_in_epoch_2)
+    monkeypatch.setattr(anpvs.training.loop, "build_method", closes_mask2_in_epoch_2)
     with pytest.raises(TrainingError) as info:
         fit(cfg, progress=False)
     message = str(info.value)
@@ -402,7 +404,7 @@ def test_validation_attack_runs_with_gradients() -> None:
     """The validation PGD must see input gradients (under no_grad it would stay at its random start)."""
     from anpvs.attacks import PGD
     from anpvs.models import create_model
-    from anpvs.train import validate
+    from anpvs.training.loop import validate
 
     torch.manual_seed(0)
     model = create_model("lenet5_caffe")

@@ -10,41 +10,21 @@ The names are imported on first use, so ``import anpvs`` (and ``anpvs --version`
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 from ._version import __version__
 
 #: public name -> the module that defines it
 _API = {
-    "FGSM": "attacks", "PGD": "attacks", "load_model": "checkpoint", "load_pretrained": "checkpoint",
-    "compact": "compact", "evaluate": "evaluate", "create_model": "models", "list_models": "models", "fit": "train",
+    "FGSM": "attacks", "PGD": "attacks", "load_model": "models.checkpoint", "load_pretrained": "models.checkpoint",
+    "compact": "models.compact", "evaluate": "evaluation.evaluate", "create_model": "models", "list_models": "models",
+    "fit": "training.loop",
 }
-
-
-class _Package(types.ModuleType):
-    """The package module. ``anpvs.evaluate`` is the function, although a submodule has the same name:
-    importing the submodule makes the import system bind the package attribute ``evaluate`` to the module,
-    and this property ignores that binding (the module stays importable through ``sys.modules``:
-    ``from anpvs.evaluate import ...``, ``importlib.import_module("anpvs.evaluate")``)."""
-
-    @property
-    def evaluate(self):
-        return importlib.import_module(f"{__name__}.evaluate").evaluate
-
-    @evaluate.setter
-    def evaluate(self, value) -> None:  # the import system binding the submodule
-        pass
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):
     if name in _API:
         value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
-        if name != "evaluate":
-            globals()[name] = value
+        globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -19,7 +19,7 @@ from typing import Any
 # Only the version and the error types at import time: ``anpvs --version`` and ``--help`` load no torch;
 # each command imports what it runs.
 from ._version import __version__
-from .errors import AnpvsError, ConfigError, RunInterrupted, StorageError, finite_float, seed_int, storage_error
+from .core.errors import AnpvsError, ConfigError, RunInterrupted, StorageError, finite_float, seed_int, storage_error
 
 log = logging.getLogger("anpvs")
 
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(args: argparse.Namespace):
-    from .config import build_config, load_yaml, parse_override
+    from .core.config import build_config, load_yaml, parse_override
 
     base = load_yaml(args.config) if args.config else {}
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if "." in k and v is not None}
@@ -247,8 +247,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
-    from . import distributed
-    from .train import fit
+    from .core import distributed
+    from .training.loop import fit
 
     try:
         summary = fit(cfg, resume=args.resume, progress=not args.quiet, force=args.force)
@@ -275,7 +275,7 @@ def _keep_result() -> Iterator[None]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .checks import AnpvsEvaluationWarning
+    from .evaluation.checks import AnpvsEvaluationWarning
     from .jobs.evaluate import evaluate_checkpoint, format_eval
 
     with warnings.catch_warnings(), _keep_result():
@@ -287,7 +287,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             device=args.device, out=args.out, progress=not args.quiet, eot=args.eot,
             sample_weights=args.sample_weights, ensemble=args.ensemble, precision=args.precision,
             latency=args.latency)
-    from . import distributed
+    from .core import distributed
 
     if distributed.current().is_main:
         print(format_eval(record))
@@ -296,14 +296,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from .export import compact_checkpoint, format_compact
+    from .jobs.compact import compact_checkpoint, format_compact
 
     print(format_compact(compact_checkpoint(args.checkpoint, out=args.out, export=args.export, force=args.force)))
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .checks import AnpvsEvaluationWarning
+    from .evaluation.checks import AnpvsEvaluationWarning
     from .jobs.check import check_checkpoint, format_check
 
     with warnings.catch_warnings(), _keep_result():
@@ -358,7 +358,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .checks import AnpvsEvaluationWarning
+    from .evaluation.checks import AnpvsEvaluationWarning
     from .jobs.audit import audit
 
     with warnings.catch_warnings():
@@ -370,7 +370,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .signals import graceful_signals
+    from .core.signals import graceful_signals
 
     parser = build_parser()
     args = parser.parse_args(argv)

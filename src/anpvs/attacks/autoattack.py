@@ -1,7 +1,7 @@
 """AutoAttack (optional extra ``anpvs[eval]``) behind the common ``attack(model, x, y) -> x_adv`` call.
 
 The ensemble itself comes from the ``pyautoattack`` package (PyPI, MIT; Croce and Hein's
-``fra31/auto-attack``); this module only adapts it so that :func:`anpvs.evaluate.evaluate` runs it
+``fra31/auto-attack``); this module only adapts it so that :func:`anpvs.evaluation.evaluate.evaluate` runs it
 like any other attack, which also gives AutoAttack's adversarial examples a vulnerability number.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..errors import AnpvsError
-from ..registry import ATTACKS
+from ..core.errors import AnpvsError
+from ..core.registry import ATTACKS
 from .base import NORMS, ThreatSpec, eval_mode
 
 INSTALL_HINT = "autoattack needs the optional extra: pip install 'anpvs[eval]'"
@@ -55,7 +55,7 @@ def autoattack_flags() -> Iterator[list[str]]:
     """Collects, as strings, the warnings AutoAttack's own reliability checks log while the block runs, e.g.
     "Square Attack has decreased the robust accuracy of 2.20%": the black-box Square found points that the
     gradient attacks before it missed, a sign of masked gradients (Croce and Hein's ``flags_doc.md``).
-    pyautoattack only logs them; :func:`anpvs.evaluate.evaluate` puts them into the record."""
+    pyautoattack only logs them; :func:`anpvs.evaluation.evaluate.evaluate` puts them into the record."""
     handler = _Collect()
     logger = logging.getLogger(AA_LOGGER)
     logger.addHandler(handler)

@@ -63,7 +63,7 @@ def _per_example_norm(v: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class ThreatSpec:
     """What ``anpvs eval`` asks of every attack it runs; a registered attack factory
-    (``@ATTACKS.register(name)``, :data:`anpvs.registry.ATTACKS`) builds its attack from it."""
+    (``@ATTACKS.register(name)``, :data:`anpvs.core.registry.ATTACKS`) builds its attack from it."""
 
     eps: float
     step_size: float

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..registry import ATTACKS, Registry
+from ..core.registry import ATTACKS, Registry
 from .base import NORMS, Ball, ThreatSpec, check_images, eval_mode, frozen_parameters
 
 ATTACK_LOSSES: Registry[Callable[[Tensor, Tensor, Tensor | None], Tensor]] = Registry("attack loss")

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..registry import DATA_FORMATS
+from ..core.errors import DataError
+from ..core.registry import DATA_FORMATS
 from .base import (
     _STREAM_TEST_LIMIT,
     _STREAM_TRAIN_LIMIT,

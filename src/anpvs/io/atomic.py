@@ -4,7 +4,7 @@ mid-write leaves the previous file intact and never half a file. SIGINT/SIGTERM 
 
 Never through a link: a destination that is a symbolic link is refused (the rename would replace the link,
 a plain ``open`` would write wherever it points), and appends and lock files are opened with ``O_NOFOLLOW``.
-A full disk, a quota or a read-only file system is a :class:`~anpvs.errors.StorageError` naming the path.
+A full disk, a quota or a read-only file system is a :class:`~anpvs.core.errors.StorageError` naming the path.
 The file gets the mode a plain ``open()`` would give it (``0666 & ~umask``, or the mode of the file it
 replaces), not ``mkstemp``'s 0600. Temporary files carry the writer's pid (``.<name>.<pid>-<random>.tmp``):
 the next write of the same file removes those whose process is gone (a killed ``anpvs eval``'s, say)."""
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import link_error, storage_error
+from ..core.errors import link_error, storage_error
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -92,9 +92,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     """Call ``write(tmp)`` on a temporary file beside ``path`` (``.<name>.<pid>-<random>.tmp``), then rename it
     over ``path``; the temporary file is removed if ``write`` fails. Returns ``path``.
 
-    :class:`~anpvs.errors.UnsafePathError` when ``path`` is a symbolic link, :class:`~anpvs.errors.StorageError`
-    when the disk is full, over quota or read-only (the previous file, if any, stays)."""
-    from ..signals import deferred_signals
+    :class:`~anpvs.core.errors.UnsafePathError` when ``path`` is a symbolic link,
+    :class:`~anpvs.core.errors.StorageError` when the disk is full, over quota or read-only (the previous file, if
+    any, stays)."""
+    from ..core.signals import deferred_signals
 
     path = Path(path)
     if path.is_symlink():

@@ -18,8 +18,9 @@ named by ``$ANPVS_PRETRAINED_DIR``. Its ``manifest.yaml`` (read by the bounded Y
       metrics: {n: 10000, clean_acc: ..., pgd_acc: ..., vulnerability: ..., flops_speedup: ..., ...}
 
 ``scripts/make_pretrained.py`` writes it from finished runs. A model is read by :func:`read_verified`: the
-file's size and SHA-256 must be the manifest's before anything parses it (:func:`anpvs.checkpoint.read_checkpoint`
-then validates it like any checkpoint file). Commands never write into the folder: the default outputs of
+file's size and SHA-256 must be the manifest's before anything parses it
+(:func:`anpvs.models.checkpoint.read_checkpoint` then validates it like any checkpoint file). Commands never write
+into the folder: the default outputs of
 ``anpvs eval / check / compact pretrained:NAME`` go to ``runs/pretrained/NAME/`` under the current folder
 (:func:`output_home`).
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import AnpvsError, ConfigError, short
+from ..core.errors import AnpvsError, ConfigError, short
 
 PREFIX = "pretrained:"
 #: a folder holding another registry (its manifest.yaml and files) instead of the package's own

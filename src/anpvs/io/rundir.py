@@ -10,7 +10,7 @@ A run folder (``anpvs train --out RUN``)::
                              *_compact.json for a compacted checkpoint beside its source
     RUN/check.json           anpvs check (check_compact.json for a compacted checkpoint)
     RUN/eval_autoattack.json anpvs audit's AutoAttack record
-    RUN/.lock, RUN/.anpvs-run   the run lock and the anpvs-run marker (anpvs.runlock)
+    RUN/.lock, RUN/.anpvs-run   the run lock and the anpvs-run marker (anpvs.training.runlock)
 
 A reproduction folder (``anpvs reproduce --out DIR``)::
 
@@ -109,10 +109,10 @@ def outside(folder: str | os.PathLike[str], path: str | os.PathLike[str]) -> str
 def check_inside(folder: str | os.PathLike[str], path: str | os.PathLike[str],
                  error: type[Exception] | None = None) -> Path:
     """``path``, after checking that it does not lead out of ``folder`` through a symbolic link; ``error`` (default
-    :class:`~anpvs.errors.UnsafePathError`) with a one-line message naming the link otherwise."""
+    :class:`~anpvs.core.errors.UnsafePathError`) with a one-line message naming the link otherwise."""
     real = outside(folder, path)
     if real is not None:
-        from ..errors import UnsafePathError
+        from ..core.errors import UnsafePathError
 
         raise (error or UnsafePathError)(
             f"{str(path)!r} leads outside {str(folder)!r} (through a symbolic link, to {real}); anpvs never reads "

@@ -49,7 +49,7 @@ class BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        from ..errors import short
+        from ..core.errors import short
 
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import AnpvsError
+from ..core.errors import AnpvsError
 from ..io.atomic import write_json, write_text
 from ..io.records import fresh_record, stamp_record
 from ..io.rundir import ReproDir, RunDir

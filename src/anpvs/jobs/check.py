@@ -1,4 +1,4 @@
-"""``anpvs check``: the sanity checks of :mod:`anpvs.checks` and an eps sweep on one checkpoint, as a record."""
+"""``anpvs check``: the sanity checks of :mod:`anpvs.evaluation.checks` and an eps sweep of one checkpoint, a record."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import checkpoint_paths, is_compact_checkpoint
-from ..checks import check_eps_sweep, check_model, check_robust_above_clean, eps_sweep, sweep_eps
-from ..config import EvalSpec
-from ..errors import ConfigError, StorageError, check_output_file
-from ..evaluate import evaluation_record, write_record
+from ..core.config import EvalSpec
+from ..core.errors import ConfigError, StorageError, check_output_file
+from ..evaluation.checks import check_eps_sweep, check_model, check_robust_above_clean, eps_sweep, sweep_eps
+from ..evaluation.evaluate import evaluation_record, write_record
 from ..io.rundir import RunDir
+from ..models.checkpoint import checkpoint_paths, is_compact_checkpoint
 from .context import check_batch_size, open_run, sampling_setup
 
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from .. import distributed
-from ..checkpoint import load_model
-from ..config import Config, config_from_dict
+from ..core import distributed
+from ..core.config import Config, config_from_dict
+from ..core.device import resolve_device
+from ..core.errors import ConfigError
 from ..data import DataSplits, load_dataset
-from ..errors import ConfigError
-from ..runtime import resolve_device
+from ..models.checkpoint import load_model
 
 #: EOT samples of the attacks and size of the prediction ensemble under ``sample_weights`` when not given
 SAMPLED_EOT = 10

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from ..attacks.autoattack import autoattack_available
-from ..checkpoint import read_checkpoint
-from ..config import build_config
+from ..core.config import build_config
+from ..evaluation.tables import COLUMNS, autoattack_columns, markdown_table, with_autoattack
 from ..io.atomic import write_json, write_text
 from ..io.rundir import RunDir
-from ..report import COLUMNS, autoattack_columns, markdown_table, with_autoattack
-from ..train import fit
+from ..models.checkpoint import read_checkpoint
+from ..training.loop import fit
 from .evaluate import evaluate_checkpoint
 
 log = logging.getLogger(__name__)

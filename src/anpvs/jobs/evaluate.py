@@ -11,15 +11,15 @@ from typing import Any
 import torch
 
 from ..attacks import ThreatSpec, eval_mode
-from ..checkpoint import CheckpointError, checkpoint_paths, is_compact_checkpoint, load_model
-from ..checks import check_metrics
-from ..config import MAX_FLOAT, EvalSpec
-from ..errors import ConfigError, StorageError, check_output_file
-from ..evaluate import efficiency, evaluate, evaluation_record, write_record
+from ..core.config import MAX_FLOAT, EvalSpec
+from ..core.device import effective_precision
+from ..core.errors import ConfigError, StorageError, check_output_file
+from ..core.registry import ATTACKS
+from ..evaluation.checks import check_metrics
+from ..evaluation.evaluate import efficiency, evaluate, evaluation_record, write_record
 from ..io.rundir import RunDir
 from ..methods.target import asked_target
-from ..registry import ATTACKS
-from ..runtime import effective_precision
+from ..models.checkpoint import CheckpointError, checkpoint_paths, is_compact_checkpoint, load_model
 from .context import check_batch_size, open_run, sampling_setup
 
 log = logging.getLogger(__name__)
@@ -50,16 +50,16 @@ def evaluate_checkpoint(checkpoint: str | Path, *, spec: EvalSpec | None = None,
                         **overrides: Any) -> dict[str, Any]:
     """Evaluate a checkpoint on its dataset's test set and write one JSON record; returns the record.
 
-    ``spec``: where and how to attack (:class:`anpvs.config.EvalSpec`); default: the run's own
+    ``spec``: where and how to attack (:class:`anpvs.core.config.EvalSpec`); default: the run's own
     (``EvalSpec.of(cfg)``, its ``eval.*`` section: the radius and norm the model is evaluated at by every
     command). ``overrides``: fields of the spec to replace, ``None`` keeping the spec's (``eps``, ``norm``,
     ``step_size``, ``steps``, ``restarts``, ``batch_size``, ``precision``, ``latency``: the CLI's flags).
     ``eot``: PGD/FGSM gradients averaged over this many forwards. ``sample_weights``: a Bayesian model samples
     its weights in eval mode; predictions average the softmax of ``ensemble`` forwards and the attacks use EOT
     (both default to 10). ``"autoattack"`` always runs beside ``"pgd"`` (``version="rand"`` when sampling).
-    The sanity checks (d) and (e) of :mod:`anpvs.checks` run on the results: ``record["warnings"]``.
+    The sanity checks (d) and (e) of :mod:`anpvs.evaluation.checks` run on the results: ``record["warnings"]``.
     ``latency`` adds the wall-clock latency of the masked and the compacted network
-    (:func:`anpvs.evaluate.efficiency`), measured after the attacks."""
+    (:func:`anpvs.evaluation.evaluate.efficiency`), measured after the attacks."""
     EvalSpec.check_names(overrides)  # an unknown keyword fails before any work
     # a compacted checkpoint usually sits beside its source: its records must not replace the source's;
     # a pretrained model's go to runs/pretrained/NAME/, never into the registry (checkpoint_paths)

@@ -4,7 +4,7 @@ AT: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks
 with the ANP-VS reference's mixed loss ``(CE_clean + 2 CE_adv) / 3`` by default
 (``method.adv_loss=madry`` for CE_adv only). The PGD example is computed on the test-mode network
 (docs/reference.md §4); both cross-entropies use train-mode forwards. Trained from scratch.
-For masked models (ANP, ANP-VS) the attack runs on :func:`anpvs.compact.attack_network`, the physically
+For masked models (ANP, ANP-VS) the attack runs on :func:`anpvs.models.compact.attack_network`, the physically
 compacted test-mode network, which computes the same function.
 
 AT-VS adds ``lambda * V(z(x), z(x_adv))``, the latent vulnerability of docs/decisions.md item 2
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..compact import attack_network
 from ..metrics.vulnerability import vulnerability
+from ..models.compact import attack_network
 from .base import Method, Settings, mixed_ce, register_method, train_attack
 
 

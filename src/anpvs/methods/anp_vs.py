@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..config import Config
+from ..core.config import Config
 from ..nn.beta_bernoulli import bbd_layers, total_kl
 from .adversarial import Adversarial, AdversarialSettings
 from .base import register_method

@@ -1,6 +1,6 @@
 """What a training method is: a callable returning a dict of losses for one batch.
 
-The one training loop (:func:`anpvs.train.fit`) calls ``method.loss(model, x, y)`` and:
+The one training loop (:func:`anpvs.training.loop.fit`) calls ``method.loss(model, x, y)`` and:
 
 * back-propagates ``out["loss"]`` into the weights (conv/linear/BN parameters);
 * back-propagates ``out["mask_loss"]`` into the mask parameters (``a_uc``, ``b_uc``) when the
@@ -20,16 +20,16 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..attacks import PGD
-from ..config import Config, check_setting_clash, setting_fields
-from ..errors import ConfigError
-from ..registry import METHODS
+from ..core.config import Config, check_setting_clash, setting_fields
+from ..core.errors import ConfigError
+from ..core.registry import METHODS
 
 
 @dataclass
 class Settings:
     """The ``method.*`` settings of a method, declared next to its code (one dataclass per family, inheriting
     the settings it shares). The config's ``method`` section holds every registered method's settings
-    (:func:`anpvs.config.method_config_class`); each method validates its own in :meth:`validate`."""
+    (:func:`anpvs.core.config.method_config_class`); each method validates its own in :meth:`validate`."""
 
     kl_n: int = 0  # N in beta*KL/N and the BNN KL; 0 = size of the training set (the reference: 60,000 / 50,000)
     reinit_head: bool = False  # init: re-initialise a classifier head whose shape differs (pretrained_at: true)
@@ -40,7 +40,7 @@ class Settings:
             raise ConfigError(msg)
 
     def validate(self) -> None:
-        """Raise :class:`~anpvs.errors.ConfigError` (one line naming the key and the fix) for values that cannot
+        """Raise :class:`~anpvs.core.errors.ConfigError` (one line naming the key and the fix) for values that cannot
         work."""
         self.need(self.kl_n >= 0, "method.kl_n must be >= 0 (0 = training-set size)")
 

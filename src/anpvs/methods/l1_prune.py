@@ -37,7 +37,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ..nn.beta_bernoulli import bbd_layers
 from ..sparsifiers.budget import UnitBudget, kept_per_layer, top_units
 from .adversarial import Adversarial, AdversarialSettings

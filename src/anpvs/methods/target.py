@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import load_model
-from ..config import Config
-from ..errors import ConfigError
+from ..core.config import Config
+from ..core.errors import ConfigError
+from ..models.checkpoint import load_model
+from ..models.masks import active_units, named_masks
 from ..nn.beta_bernoulli import bbd_layers, kumaraswamy_mean
-from ..pruning import active_units, named_masks
 from ..sparsifiers.budget import UnitBudget, kept_total, top_units, top_units_global
 from .base import Settings
 

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..registry import ARCHITECTURES
+from ..core.registry import ARCHITECTURES
 
 __all__ = ["analytic_flops", "analytic_memory", "conv_flops", "conv_memory",
            "counted_report", "dense_flops", "dense_memory", "efficiency_report", "full_units", "measured_flops",

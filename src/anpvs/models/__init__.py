@@ -1,14 +1,18 @@
 """Model registry: ``create_model(name, **kwargs)``; ``list_models()``.
 
-Every module of this package is imported on the first lookup (:class:`anpvs.registry.Registry`), so a new
+Every module of this package is imported on the first lookup (:class:`anpvs.core.registry.Registry`), so a new
 architecture is one file here: a :class:`~anpvs.models.base.Classifier` implementing the architecture protocol
-(:mod:`anpvs.models.base`; docs/architecture.md) with ``@register_model("name")`` (and ``"name_bbd"``)."""
+(:mod:`anpvs.models.base`; docs/architecture.md) with ``@register_model("name")`` (and ``"name_bbd"``).
+
+Beside the architectures, what every architecture shares: :mod:`.base` (the protocol), :mod:`.compaction` (the
+compacted network's building blocks), :mod:`.masks` (a model's Beta-Bernoulli masks and active units),
+:mod:`.compact` (physical compaction of any architecture) and :mod:`.checkpoint` (self-describing checkpoints)."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..registry import MODELS
+from ..core.registry import MODELS
 
 
 def register_model(name: str, *, config_keys: dict[str, str] | None = None):

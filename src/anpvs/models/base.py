@@ -12,7 +12,7 @@ The architecture protocol (what compaction, checkpoints and the efficiency metri
 that none of them names an architecture; docs/architecture.md, "The architecture protocol"):
 
 * ``arch`` (class attribute): the family name; the class registers itself in
-  :data:`anpvs.registry.ARCHITECTURES` under it;
+  :data:`anpvs.core.registry.ARCHITECTURES` under it;
 * ``input_shape``: one example's ``(C, H, W)``;
 * ``unit_widths``: the unit count behind each Beta-Bernoulli mask (the prunable unit groups), in mask
   order; a plain model has the same widths without masks;
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..registry import ARCHITECTURES
+from ..core.registry import ARCHITECTURES
 
 
 class InputNormalize(nn.Module):
@@ -53,7 +53,7 @@ class InputNormalize(nn.Module):
 class Classifier(nn.Module):
     """Base class: subclasses implement :meth:`forward_intermediates` and the architecture protocol."""
 
-    #: name of the architecture family (the key of :data:`anpvs.registry.ARCHITECTURES`)
+    #: name of the architecture family (the key of :data:`anpvs.core.registry.ARCHITECTURES`)
     arch: str = ""
     #: one example's shape (C, H, W); subclasses set it in ``__init__``
     input_shape: tuple[int, int, int]
@@ -83,7 +83,7 @@ class Classifier(nn.Module):
         raise NotImplementedError
 
     def compact_state(self, latents: bool = False) -> dict[str, Tensor]:  # pragma: no cover
-        """The state dict of ``compact_class`` computing this model's eval forward (see :mod:`anpvs.compact`)."""
+        """The state dict of ``compact_class`` computing this model's eval forward (see :mod:`anpvs.models.compact`)."""
         raise NotImplementedError
 
 

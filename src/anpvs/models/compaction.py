@@ -1,4 +1,4 @@
-"""The building blocks of compacted networks (:mod:`anpvs.compact`), shared by every architecture's file.
+"""The building blocks of compacted networks (:mod:`anpvs.models.compact`), shared by every architecture's file.
 
 * :class:`CompactNetwork`: the protocol of a compacted network (``arch``, ``signature``, ``widths``,
   ``input_shape``, ``from_state_dict``, ``layout``);
@@ -21,7 +21,7 @@ from ..nn.fast import conv2d_maxpool2x2, inference_conv2d, max_pool2d
 
 
 class Layout(NamedTuple):
-    """What :func:`anpvs.compact.check_compact_state` checks of a compacted state dict against its source.
+    """What :func:`anpvs.models.compact.check_compact_state` checks of a compacted state dict against its source.
 
     ``got`` / ``full``: layer widths of the state dict and of the source (by layer name); ``kept``, ``probes``,
     ``fills``: per latent, the units the network computes, its probe units and the source latent's width;

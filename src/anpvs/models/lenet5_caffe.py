@@ -176,7 +176,7 @@ class LeNet5Caffe(Classifier):
         return logits, [z1, z2, z3]
 
     def compact_state(self, latents: bool = False) -> dict[str, Tensor]:
-        """:class:`CompactLeNet5Caffe`'s state (anpvs.compact: pruned units removed, E[pi] folded in; a flattened
+        """:class:`CompactLeNet5Caffe`'s state (anpvs.models.compact: pruned units removed, E[pi] folded in; a flattened
         input of dense3 survives only if its conv2 channel and its own mask3 unit are both kept)."""
         model = self
         w1 = model.conv1.weight

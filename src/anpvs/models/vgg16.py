@@ -250,7 +250,7 @@ class VGG16(Classifier):
         return self.dense15(self.mask15(h)), latents
 
     def compact_state(self, latents: bool = False) -> dict[str, Tensor]:
-        """:class:`CompactVGG16`'s state (anpvs.compact: pruned channels removed, E[pi] folded in, the constant
+        """:class:`CompactVGG16`'s state (anpvs.models.compact: pruned channels removed, E[pi] folded in, the constant
         a pruned channel carries after BN + ReLU folded exactly into the next layer)."""
         model = self
         like = model.convs[0].weight

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import Config
+from ..core.config import Config
 from .base import Sparsifier
 
 STRUCTURES = ("layer", "global", "filter")

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import Config
-from ..registry import SPARSIFIERS
+from ..core.config import Config
+from ..core.registry import SPARSIFIERS
 
 
 def register_sparsifier(name: str):
@@ -43,8 +43,8 @@ class Sparsifier:
         return None
 
     def on_train_start(self, model: nn.Module) -> None:
-        """Once per :func:`anpvs.train.fit`, before the first step (after a resume restored the state), e.g. a unit
-        budget cut on the masks of the ``init`` checkpoint."""
+        """Once per :func:`anpvs.training.loop.fit`, before the first step (after a resume restored the state),
+        e.g. a unit budget cut on the masks of the ``init`` checkpoint."""
 
     def on_step_end(self, model: nn.Module) -> None:
         """After every optimizer step (e.g. re-applying fixed pruning masks)."""

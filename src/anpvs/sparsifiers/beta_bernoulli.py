@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..compact import efficiency_columns
-from ..config import Config
+from ..core.config import Config
+from ..models.compact import efficiency_columns
+from ..models.masks import mask_summary, named_masks
 from ..nn.beta_bernoulli import mask_parameters
-from ..pruning import mask_summary, named_masks
 from .base import Sparsifier, register_sparsifier
 
 

@@ -9,7 +9,7 @@ Two users, each bringing one :class:`UnitBudget` (:meth:`anpvs.methods.base.Meth
   switched fully on, so its masks are fixed 0/1 gates.
 
 A pruned unit gets :data:`~anpvs.nn.beta_bernoulli.UNIT_OFF`: its E[pi] and every training sample of its mask are
-exactly 0, so the training forward, the test-mode network and the compacted one (:func:`anpvs.compact.compact`)
+exactly 0, so the training forward, the test-mode network and the compacted one (:func:`anpvs.models.compact.compact`)
 all drop it and the efficiency metrics count it as pruned. After the cut every mask parameter is put back after
 each optimizer step (the masks' own optimizer still steps; what it does is undone), so a run ends with the units
 it was asked to keep. The held masks are this sparsifier's state, saved with the method's checkpoint state: a

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import DataError
+from ...core.errors import DataError
 from ..base import DataNotFoundError, RawData, default_data_dir, log, register_format, via_torchvision
 from . import cifar_jpeg
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import DataError
+from ...core.errors import DataError
 from ..base import DataNotFoundError, RawData, default_data_dir, register_format, via_torchvision
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),

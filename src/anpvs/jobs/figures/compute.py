@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ...attacks import PGD, eval_mode
-from ...checks import eps_sweep
+from ...evaluation.checks import eps_sweep
 
 
 def _batches(x: Tensor, y: Tensor, batch_size: int):
@@ -56,7 +56,7 @@ def accuracy_vs_eps(model: nn.Module, x: Tensor, y: Tensor, eps_list: Sequence[f
                     step_per_eps: float, seed: int = 0, batch_size: int = 250) -> list[float]:
     """White-box PGD accuracy (%) at each eps; the step size is ``step_per_eps * eps`` (the table's ratio).
 
-    The sweep of :func:`anpvs.checks.eps_sweep` (the one ``anpvs check`` runs), with this step rule."""
+    The sweep of :func:`anpvs.evaluation.checks.eps_sweep` (the one ``anpvs check`` runs), with this step rule."""
     _, rows = eps_sweep(model, x, y, list(eps_list), steps=steps, step_for=lambda eps: step_per_eps * eps,
                         seed=seed, batch_size=batch_size)
     return [r["acc"] for r in rows]

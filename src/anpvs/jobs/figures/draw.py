@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ...attacks import PGD, eval_mode
-from ...config import EvalSpec
+from ...core.config import EvalSpec
 from ...io.atomic import write_json
 from ...io.rundir import ReproDir, RunDir
 from ..context import job_device, open_run

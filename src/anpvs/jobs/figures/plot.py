@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from ...errors import AnpvsError
+from ...core.errors import AnpvsError
 from ...io.atomic import atomic_stream
 
 

@@ -47,7 +47,7 @@ The package is split by stage: :mod:`.protocol` (read and check a protocol), :mo
 configs), :mod:`.run` (train, evaluate, resume) and :mod:`.tables` (rows, caption, footnotes).
 """
 
-from ...config import ConfigError
+from ...core.config import ConfigError
 from .plan import Job, plan
 from .protocol import (
     DEFAULT_SCALE,

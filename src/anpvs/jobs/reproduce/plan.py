@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ...config import Config, build_config
+from ...core.config import Config, build_config
+from ...core.registry import METHODS
 from ...io.rundir import RunDir
-from ...registry import METHODS
 from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)

@@ -6,10 +6,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ...config import ConfigError, flatten
-from ...errors import short
+from ...core.config import ConfigError, flatten
+from ...core.errors import short
+from ...evaluation.paper_results import TABLES, paper_labels
 from ...io.yamlfile import read_yaml
-from ...paper_results import TABLES, paper_labels
 
 #: shipped protocol scales (not every table has every scale: :func:`available_scales`)
 SCALES = ("paper", "full", "sample", "cpu")

@@ -13,15 +13,15 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..._version import __version__
-from ...checkpoint import CheckpointError, read_checkpoint
-from ...config import Config, ConfigError, EvalSpec, config_from_dict, flatten
+from ...core.config import Config, ConfigError, EvalSpec, config_from_dict, flatten
 from ...data import DataNotFoundError
-from ...evaluate import write_record
+from ...evaluation.evaluate import write_record
+from ...evaluation.tables import with_autoattack, write_tables
 from ...io.atomic import write_json, write_text
 from ...io.records import MISSING, fresh_record, stamp_record
 from ...io.rundir import ReproDir, RunDir, check_inside
-from ...report import with_autoattack, write_tables
-from ...train import TrainingError, fit
+from ...models.checkpoint import CheckpointError, read_checkpoint
+from ...training.loop import TrainingError, fit
 from ..evaluate import evaluate_checkpoint
 from .plan import Job, plan
 from .protocol import SAMPLED_SUFFIX, ProtocolError, load_protocol, protocol_path

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...paper_results import PAPER_SETTINGS, paper_notes, paper_table
-from ...report import TABLE_COLUMNS, autoattack_columns
+from ...evaluation.paper_results import PAPER_SETTINGS, paper_notes, paper_table
+from ...evaluation.tables import TABLE_COLUMNS, autoattack_columns
 from .protocol import SAMPLED_SUFFIX
 
 
 def table_inputs(proto: dict[str, Any], seeds: list[int], shown: list[str], skipped: dict[str, str],
                  failed: dict[str, str], records: dict[str, dict[str, Any]], notes: list[str]) -> dict[str, Any]:
-    """Keyword arguments of :func:`anpvs.report.write_tables` for a reproduction: rows (label -> the metrics
+    """Keyword arguments of :func:`anpvs.evaluation.tables.write_tables` for a reproduction: rows (label -> the metrics
     of its seeds), the paper's numbers, row keys, caption, footnotes and metadata."""
     rows: dict[str, list[dict[str, Any]]] = {}
     row_keys: dict[str, str] = {}

@@ -1,8 +1,0 @@
-#!/bin/bash
-# Stronger PGD on the 20-epoch models, on AutoAttack's 1,000-digit subset: is the AutoAttack gap PGD-40's small step?
-cd /work/main
-for m in at anp_vs; do
-  OMP_NUM_THREADS=1 .venv/bin/anpvs eval /work/full_run/long/$m/checkpoint.pt --steps 100 --step-size 0.03 --restarts 5 \
-    --test-limit 1000 --no-latency --quiet --out /work/full_run/long/$m/eval_ep20_pgd100x5.json > /work/full_run/long/$m.eval_ep20_pgd100x5.txt 2>&1
-  echo "$(date +%T) $m strong PGD done"
-done
