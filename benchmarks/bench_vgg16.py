@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from bench_engine import textbook_at_step, textbook_optimizer  # the same textbook loop as the LeNet benchmark
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
@@ -133,34 +134,6 @@ class TextbookVGG16(nn.Module):
         state = {("mean" if k == "normalize.mean" else "std" if k == "normalize.std" else k): v
                  for k, v in state.items()}
         self.load_state_dict(state, strict=True)
-
-
-def textbook_pgd(model: nn.Module, x, y, eps: float, alpha: float, steps: int) -> torch.Tensor:
-    x_adv = x + torch.empty_like(x).uniform_(-eps, eps)
-    x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(model(x_adv), y, reduction="none").sum()
-        (g,) = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() + alpha * g.sign()
-        x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1)
-    return x_adv.detach()
-
-
-def textbook_at_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, eps: float, alpha: float, steps: int):
-    model.eval()
-    x_adv = textbook_pgd(model, x, y, eps, alpha, steps)
-    model.train()
-    loss = (F.cross_entropy(model(x), y) + 2 * F.cross_entropy(model(x_adv), y)) / 3
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-
-
-def textbook_optimizer(model: nn.Module, lr: float, wd: float) -> torch.optim.Optimizer:
-    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
-    return torch.optim.Adam([{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
 
 # --------------------------------------------------------------------------- cases
