@@ -92,3 +92,25 @@ def test_two_process_anp_vs_resumes_exactly(tmp_path):
     assert [r["epoch"] for r in _log(run)] == [1, 2, 3]
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert len(ckpt["rng"]["ranks"]) == 2
+
+
+def test_only_rank_zero_checks_the_run_folder(tmp_path, monkeypatch):
+    """Rank 0 creates and locks --out before it writes the marker; another rank checking the folder in
+    between saw the lock alone and refused the folder as someone else's (a race that failed a torchrun job
+    with exit 2). Ranks above 0 leave the folder to rank 0, and a lock alone is anpvs's own."""
+    from anpvs.training import loop
+    from anpvs.training.runlock import LOCK_NAME, foreign_entries
+
+    half_made = tmp_path / "run"
+    half_made.mkdir()
+    (half_made / LOCK_NAME).write_text("123\n")
+    assert foreign_entries(half_made) == []
+    (half_made / "notes.txt").write_text("someone's")
+    assert foreign_entries(half_made) == ["notes.txt"]
+
+    seen = []
+    monkeypatch.setattr(loop, "prepare_run_dir", lambda *a, **k: seen.append("prepare"))
+    monkeypatch.setattr(loop, "_fit", lambda cfg, **k: seen.append("fit") or {"epoch": 0})
+    monkeypatch.setenv("RANK", "1")
+    loop.fit(object())
+    assert seen == ["fit"]

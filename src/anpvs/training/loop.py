@@ -134,6 +134,10 @@ def fit(cfg: Config, *, resume: bool = False, progress: bool = True, force: bool
     The run folder is checked and locked first (two runs never share one); files of a killed checkpoint
     write are removed. SIGINT/SIGTERM (as :class:`~anpvs.core.errors.RunInterrupted`) abandon the current epoch;
     the checkpoint of the last finished epoch stays and ``resume=True`` redoes the epoch exactly."""
+    if distributed.world_from_env().rank > 0:
+        # rank 0 alone checks, creates, locks and marks the folder; another rank doing so at the same time
+        # would see rank 0's half-made folder (a lock, no marker yet) and refuse it as someone else's
+        return _fit(cfg, resume=resume, progress=progress)
     created = not Path(cfg.out).expanduser().exists()
     run_dir = prepare_run_dir(cfg.out, force=force)
     try:

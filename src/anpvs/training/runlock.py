@@ -41,7 +41,7 @@ def foreign_entries(run_dir: Path) -> list[str]:
     names = sorted(p.name for p in run_dir.iterdir())
     if MARKER_NAME in names or CHECKPOINT in names:
         return []
-    return names
+    return [n for n in names if n != LOCK_NAME]  # a lock alone: a run stopped before it wrote its marker
 
 
 def refuse_links(run_dir: Path) -> None:
