@@ -74,8 +74,8 @@ def vgg_at_quarter() -> torch.nn.Module:
 
 def trained_anp_vs(out: Path, epochs_scale: float) -> Path:
     """A small ANP-VS LeNet5-Caffe on the bundled MNIST sample (the demo's settings, shorter)."""
-    from anpvs.core.config import build_config
     from anpvs.training.loop import fit
+    from anpvs.training.run_config import build_config
 
     common = {"data.name": "mnist_sample", "train.lr_milestones": [], "attack.steps": 5, "attack.step_size": 0.1,
               "device": "cpu"}

@@ -41,12 +41,12 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 import anpvs.methods.adversarial as adversarial_module
 from anpvs.attacks import PGD
-from anpvs.core.config import build_config
 from anpvs.data import load_dataset
 from anpvs.methods import build_method
 from anpvs.models.compact import attack_network
 from anpvs.nn.fast import fast_kernels
 from anpvs.training.loop import build_model
+from anpvs.training.run_config import build_config
 from anpvs.training.step import TrainStep, build_optimizers
 
 PAPER_WIDTHS = [4, 23, 61, 129]

@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from anpvs.core.config import build_config
 from anpvs.methods import METHODS, build_method
 from anpvs.training.loop import build_model
+from anpvs.training.run_config import build_config
 from anpvs.training.step import TrainStep, build_optimizers
 
 

@@ -37,11 +37,11 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import anpvs.methods.adversarial as adversarial_module
-from anpvs.core.config import build_config
 from anpvs.methods import build_method
 from anpvs.models.compact import attack_network
 from anpvs.models.vgg16 import AFTER_BLOCK, CIFAR_MEAN, CIFAR_STD
 from anpvs.training.loop import build_model
+from anpvs.training.run_config import build_config
 from anpvs.training.step import TrainStep, build_optimizers
 
 

@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_vgg16  # noqa: E402
 
-from anpvs.core.config import build_config  # noqa: E402
 from anpvs.io.rundir import RunDir  # noqa: E402
 from anpvs.training.loop import fit  # noqa: E402
+from anpvs.training.run_config import build_config  # noqa: E402
 
 
 def short_epoch(method: str, *, data_dir: str, device: str, width: float, train_limit: int, batch: int,

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from anpvs.cli import TRAIN_FLAGS
-from anpvs.core.config import ConfigError, build_config, config_from_dict, flatten
+from anpvs.core.config import ConfigError, flatten
 from anpvs.core.errors import AnpvsError
 from anpvs.io.atomic import write_text
 from anpvs.io.pretrained import COMPACT, FORMAT, MANIFEST, check_name, format_table, read_manifest, registry_dir
@@ -44,6 +44,7 @@ from anpvs.jobs.compact import compact_checkpoint
 from anpvs.metrics.efficiency import model_full_units
 from anpvs.models.checkpoint import atomic_save, load_model, read_checkpoint, sha256_file
 from anpvs.models.masks import active_units
+from anpvs.training.run_config import build_config, config_from_dict
 
 #: what a shipped checkpoint keeps: the model, how it was trained and evaluated; not the state of its optimizers
 KEEP = ("format", "format_version", "anpvs_version", "git_commit", "model_name", "model_kwargs", "state_dict",

@@ -83,7 +83,7 @@ def tiny_config(tiny_mnist_dir: Path, tmp_path: Path):
     """Factory of configs that train on 128 tiny images, 4 batches of 32 per epoch (a fraction of a second).
 
     ``tiny_config(**overrides)`` takes dotted keys with ``__`` for the dot, e.g. ``train__epochs=3``."""
-    from anpvs.core.config import build_config
+    from anpvs.training.run_config import build_config
 
     def make(**overrides: Any):
         ov: dict[str, Any] = {

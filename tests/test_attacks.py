@@ -232,10 +232,10 @@ def test_kl_restarts_keep_the_highest_kl(net: TinyNet, batch) -> None:
 def trained_lenet(tmp_path_factory: pytest.TempPathFactory):
     """LeNet5-Caffe trained with the Standard method for 2 epochs on 1000 bundled digits (~60 steps)."""
     import anpvs.models.checkpoint
-    from anpvs.core.config import build_config
     from anpvs.data import load_dataset
     from anpvs.models.checkpoint import load_model
     from anpvs.training.loop import fit
+    from anpvs.training.run_config import build_config
 
     out = tmp_path_factory.mktemp("standard") / "run"
     cfg = build_config({"data.name": "mnist_sample", "data.train_limit": 1000, "train.epochs": 2,

@@ -10,7 +10,6 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from anpvs.attacks import PGD
-from anpvs.core.config import build_config
 from anpvs.methods import build_method, list_methods
 from anpvs.methods.admm import keep_masks, prunable_weights
 from anpvs.metrics.efficiency import weight_stats
@@ -25,6 +24,7 @@ from anpvs.models.checkpoint import (
 )
 from anpvs.nn.bayes import BayesConv2d, BayesLinear, bayes_layers, one_sample, set_sampling, total_bayes_kl
 from anpvs.training.loop import fit, model_spec
+from anpvs.training.run_config import build_config
 
 
 @pytest.fixture(autouse=True)
@@ -380,8 +380,8 @@ def test_admm_resume_matches_uninterrupted_run(tmp_path, monkeypatch) -> None:
 def test_method_settings_are_in_the_config_and_valid_by_default(name: str) -> None:
     import dataclasses
 
-    from anpvs.core.config import valid_keys
     from anpvs.methods import METHODS, Settings
+    from anpvs.training.run_config import valid_keys
 
     method_cls = METHODS.get(name)
     assert issubclass(method_cls.settings, Settings) and dataclasses.is_dataclass(method_cls.settings)

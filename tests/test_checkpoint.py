@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import anpvs
-from anpvs.core.config import build_config, config_from_dict
 from anpvs.core.errors import TrainingError
 from anpvs.models import create_model
 from anpvs.models.checkpoint import (
@@ -21,6 +20,7 @@ from anpvs.models.checkpoint import (
     read_checkpoint,
 )
 from anpvs.training.loop import fit
+from anpvs.training.run_config import build_config, config_from_dict
 
 pytestmark = pytest.mark.usefixtures("fake_git")
 

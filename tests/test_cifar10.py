@@ -266,8 +266,8 @@ def test_run_order_and_extra_autoattack_are_checked(tmp_path: Path, text: str, m
 def test_paper_scale_cifar10_trains_on_cpu_at_tiny_scale(tmp_path: Path, fake_git: str) -> None:
     """--scale paper runs the paper's protocol unchanged: its configs build, and one epoch of its ANP-VS row
     (the full-width VGG-16, PGD-10, its masks) runs on a CPU when the data is cut to a few images."""
-    from anpvs.core.config import build_config
     from anpvs.training.loop import fit
+    from anpvs.training.run_config import build_config
 
     del fake_git
     write_archive(tmp_path / "d" / "cifar10_jpeg.tar.gz", _files(n_train=2, n_test=1))

@@ -12,7 +12,7 @@ import yaml
 from _toys import run_cli
 
 import anpvs
-from anpvs.core.config import config_from_dict
+from anpvs.training.run_config import config_from_dict
 
 pytestmark = pytest.mark.usefixtures("fake_git")
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anpvs.core.config import Config, ConfigError, build_config, config_from_dict, load_yaml, parse_override, set_key
+from anpvs.core.config import Config, ConfigError, load_yaml, parse_override, set_key
+from anpvs.training.run_config import build_config, config_from_dict
 
 
 def test_defaults_are_the_mnist_sample_preset() -> None:

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 import anpvs.methods.adversarial as adversarial_module
 import anpvs.training.step as step_module
 from anpvs.attacks import PGD
-from anpvs.core.config import ConfigError, build_config
+from anpvs.core.config import ConfigError
 from anpvs.data import load_dataset
 from anpvs.evaluation.evaluate import evaluate
 from anpvs.methods import build_method
@@ -20,6 +20,7 @@ from anpvs.models import create_model
 from anpvs.models.compact import attack_network
 from anpvs.nn.fast import conv2d, fast_kernels, max_pool2d
 from anpvs.training.loop import build_model, fit
+from anpvs.training.run_config import build_config
 from anpvs.training.step import TrainStep, build_optimizers
 
 PAPER_WIDTHS = [4, 23, 61, 129]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from anpvs.core.config import EvalSpec, build_config
+from anpvs.core.config import EvalSpec
 from anpvs.evaluation.checks import sweep_eps
 from anpvs.jobs.check import check_checkpoint
 from anpvs.jobs.context import open_run
@@ -18,6 +18,7 @@ from anpvs.jobs.figures.plot import FiguresUnavailable
 from anpvs.jobs.reproduce import run as rp_run
 from anpvs.jobs.reproduce.plan import Job
 from anpvs.training.loop import fit
+from anpvs.training.run_config import build_config
 
 
 @pytest.fixture(scope="module")

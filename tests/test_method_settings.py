@@ -8,14 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from anpvs.core.config import (
-    ConfigError,
-    build_config,
-    config_from_dict,
-    dataset_preset,
-    method_config_class,
-    valid_keys,
-)
+from anpvs.core.config import ConfigError
 from anpvs.core.registry import DATA_FORMATS
 from anpvs.data.base import register_format
 from anpvs.data.formats.idx import MNIST_PRESET
@@ -25,6 +18,13 @@ from anpvs.methods.adversarial import AdversarialSettings
 from anpvs.methods.anp_vs import MaskSettings
 from anpvs.methods.base import check_settings, register_method
 from anpvs.methods.trades import TRADESSettings
+from anpvs.training.run_config import (
+    build_config,
+    config_from_dict,
+    dataset_preset,
+    method_config_class,
+    valid_keys,
+)
 
 
 @dataclasses.dataclass

@@ -93,9 +93,9 @@ def short_anp_vs_run(model: str, tmp_path: Path, **model_kwargs) -> None:
     """A few ANP-VS steps of ``model`` on CIFAR-shaped JPEGs, then half of every mask forced off: the checkpoint
     prunes units, ``anpvs compact`` writes a compacted checkpoint and a TorchScript file, and ``anpvs eval`` of
     the compacted checkpoint gives the masked source's accuracies."""
-    from anpvs.core.config import build_config
     from anpvs.models.checkpoint import atomic_save, make_checkpoint, read_checkpoint
     from anpvs.training.loop import fit
+    from anpvs.training.run_config import build_config
 
     write_archive(tmp_path / "d" / "cifar10_jpeg.tar.gz", _files(n_train=2, n_test=1))
     cfg = build_config({"data.name": "cifar10", "data.dir": str(tmp_path / "d"), "model.name": model,

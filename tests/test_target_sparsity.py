@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import anpvs.training.loop
-from anpvs.core.config import ConfigError, build_config
+from anpvs.core.config import ConfigError
 from anpvs.jobs.evaluate import evaluate_checkpoint
 from anpvs.methods import build_method
 from anpvs.methods.l1_prune import l1_keep
@@ -21,6 +21,7 @@ from anpvs.models.masks import active_units
 from anpvs.nn.beta_bernoulli import UNIT_OFF, UNIT_ON, BetaBernoulliDropout, bbd_layers, kumaraswamy_mean
 from anpvs.sparsifiers.budget import UnitBudget, kept_per_layer, top_units_global
 from anpvs.training.loop import fit
+from anpvs.training.run_config import build_config
 
 pytestmark = pytest.mark.usefixtures("fake_git")
 

@@ -12,13 +12,13 @@ from torch.nn import functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import anpvs.training.loop
-from anpvs.core.config import build_config, config_from_dict
 from anpvs.core.errors import TrainingError
 from anpvs.data import BatchLoader, load_dataset
 from anpvs.methods import build_method
 from anpvs.models.checkpoint import load_model, read_checkpoint
 from anpvs.nn.beta_bernoulli import total_kl
 from anpvs.training.loop import build_model, fit
+from anpvs.training.run_config import build_config, config_from_dict
 from anpvs.training.step import lr_factor, split_parameters
 
 pytestmark = pytest.mark.usefixtures("fake_git")

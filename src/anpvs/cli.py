@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(args: argparse.Namespace):
-    from .core.config import build_config, load_yaml, parse_override
+    from .core.config import load_yaml, parse_override
+    from .training.run_config import build_config
 
     base = load_yaml(args.config) if args.config else {}
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if "." in k and v is not None}

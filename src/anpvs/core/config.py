@@ -1,7 +1,14 @@
-"""One typed configuration: dataclass defaults < dataset preset < YAML file < CLI overrides.
+"""One typed configuration: its sections, YAML files, overrides and the checks that need no plug-in.
 
 Keys are dotted (``train.epochs``, ``attack.eps``). Unknown keys, wrong types and invalid values
 raise :class:`ConfigError` with a one-line message.
+
+This module is a foundation, so it knows no plug-in: resolving a config (defaults < dataset preset < method preset
+< YAML file < CLI overrides), the ``method`` section's settings, and the checks of the model, method and dataset
+names need the registries of the methods, models and data formats, which live above it. That is
+:mod:`anpvs.training.run_config` (:func:`~anpvs.training.run_config.build_config`,
+:func:`~anpvs.training.run_config.config_from_dict`); a bare :class:`Config` here holds a method section with the
+method's name only (:class:`MethodSection`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ import yaml
 
 from ..io.yamlfile import YamlRefused, parse_yaml, read_yaml
 from .errors import ConfigError, short
-from .registry import DATA_FORMATS, METHODS, MODELS
 
 
 @dataclass
@@ -41,6 +47,8 @@ class ModelConfig:
     conv_mask_init: float | None = None  # initial a_uc of VGG conv masks (reference: 2.0)
     width: float | None = None  # width multiplier of VGG-16 (every layer; None = the paper's network, 1.0)
     dropout_scale: float | None = None  # VGG-16's dropout rates times this (None = the paper's, 1.0; 0 = none)
+    depth: int | None = None  # WideResNet depth, 6n + 4 (None = 28)
+    widen_factor: int | None = None  # WideResNet widen factor k of WRN-d-k (None = 4)
 
 
 @dataclass
@@ -72,9 +80,9 @@ class EvalSpec:
     """Where and how a model is evaluated by default: the run's ``eval.*`` section, the one truth that
     ``anpvs eval``, ``anpvs check``, ``anpvs figures`` and ``anpvs reproduce`` read (the presets keep
     ``eval.eps == attack.eps``; a dataset without a preset copies the training radius and norm into ``eval.*``
-    when the config is built, :func:`build_config`).
+    when the config is built, :func:`anpvs.training.run_config.build_config`).
 
-    >>> spec = EvalSpec.of(build_config()).with_overrides(eps=0.1)
+    >>> spec = EvalSpec.of(Config()).with_overrides(eps=0.1)
     >>> (spec.eps, spec.norm, spec.steps)
     (0.1, 'linf', 40)
     """
@@ -136,38 +144,23 @@ def check_setting_clash(name: str, where: str, have: tuple[Any, Any], other: str
                         f"{want[0]} = {want[1]!r}; rename one, or share it through a common settings base class")
 
 
-def method_config_class() -> type:
-    """The ``method`` section's dataclass: ``name`` and every registered method's settings
-    (:class:`anpvs.methods.base.Settings` subclasses, declared next to each method), built once on first use.
-
-    Every run's config holds all of them, whatever its method (the layout of ``config.yaml`` and of the
-    checkpoints' config, which older runs and checkpoints keep loading); the settings of a method live in its
-    file, so a new method adds its keys there. Two methods declaring one key differently is a ``TypeError``
-    (already when the second registers, :func:`anpvs.methods.base.register_method`). Code that wants the
-    typed settings of the chosen method reads :meth:`Config.method_settings`."""
-    global _METHOD_CONFIG
-    if _METHOD_CONFIG is None:
-        fields: list[tuple[str, Any, Any]] = [("name", str, field(default="standard"))]
-        seen: dict[str, tuple[str, tuple[Any, Any]]] = {}
-        for cls in dict.fromkeys(getattr(factory, "settings", None) for _, factory in METHODS.items()):
-            if cls is None:
-                continue
-            for name, (tp, default) in setting_fields(cls).items():
-                if name in seen:
-                    check_setting_clash(name, cls.__qualname__, (tp, default), *seen[name])
-                    continue
-                seen[name] = (cls.__qualname__, (tp, default))
-                factory = (lambda v=default: type(v)(v)) if isinstance(default, (list, dict)) else None
-                fields.append((name, tp, field(default_factory=factory) if factory else field(default=default)))
-        _METHOD_CONFIG = dataclasses.make_dataclass("MethodConfig", fields)
-    return _METHOD_CONFIG
+_S = typing.TypeVar("_S", bound=MethodSettings)
 
 
-_METHOD_CONFIG: type | None = None
+@dataclass
+class MethodSection:
+    """The ``method`` section as the foundations know it: the chosen method's name, and no settings.
 
+    The section of a resolved config is a subclass holding every registered method's settings, built from the
+    plug-ins by :func:`anpvs.training.run_config.method_config_class` (this module knows no plug-in); it answers
+    :meth:`settings_as` for the chosen method."""
 
-def _method_config() -> Any:
-    return method_config_class()()
+    name: str = "standard"
+
+    def settings_as(self, cls: type[_S]) -> _S:
+        """The chosen method's settings as ``cls`` (:meth:`Config.method_settings`); a bare section holds none."""
+        raise TypeError(f"method {self.name!r} does not declare the settings {cls.__qualname__} in a bare config; "
+                        f"build it with anpvs.training.run_config.build_config or config_from_dict")
 
 
 @dataclass
@@ -189,16 +182,13 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (does not pay on a small CPU: docs/performance.md)
 
 
-_S = typing.TypeVar("_S", bound=MethodSettings)
-
-
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    # method_config_class(): every registered method's settings (plug-ins, so no static type); typed access
-    # to the chosen method's: method_settings(cls)
-    method: Any = field(default_factory=_method_config)
+    # a MethodSection; in a resolved config (anpvs.training.run_config) the subclass with every registered
+    # method's settings (plug-ins, so no static type); typed access to the chosen method's: method_settings(cls)
+    method: Any = field(default_factory=MethodSection)
     attack: AttackConfig = field(default_factory=AttackConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -213,23 +203,9 @@ class Config:
     def method_settings(self, cls: type[_S]) -> _S:
         """The ``method`` section as the typed settings ``cls``, for code (and type checkers) that read it:
         ``cfg.method_settings(AdversarialSettings).vs_reduction``. ``cls`` must be the chosen method's settings
-        class or one of its bases (a ``TypeError`` otherwise: that method does not declare those keys)."""
-        chosen = getattr(METHODS.get(self.method.name), "settings", None)
-        if chosen is None or not issubclass(chosen, cls):
-            raise TypeError(f"method {self.method.name!r} does not declare the settings {cls.__qualname__}")
-        return cls(**{f.name: getattr(self.method, f.name) for f in dataclasses.fields(cls)})
-
-
-def dataset_preset(name: str) -> dict[str, Any]:
-    """The config values of dataset ``name`` (docs/reference.md §5: the paper's per-dataset hyperparameters,
-    eps and steps in pixel units), declared next to its format (``register_format(..., preset=...)``)."""
-    if not isinstance(name, str) or name not in DATA_FORMATS:
-        raise ConfigError(f"unknown dataset {short(name)}; valid: {', '.join(_dataset_names())}")
-    return dict(getattr(DATA_FORMATS.get(name), "preset", {}))
-
-
-def _dataset_names() -> list[str]:
-    return sorted(DATA_FORMATS.names(), key=lambda n: (getattr(DATA_FORMATS.get(n), "position", 100), n))
+        class or one of its bases (a ``TypeError`` otherwise: that method does not declare those keys). The
+        section answers (:meth:`MethodSection.settings_as`): it knows the chosen method's settings class."""
+        return self.method.settings_as(cls)
 
 
 #: the largest magnitude of a float setting: rates, weights, radii and fractions are far below it, and their
@@ -320,21 +296,24 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
     parts = key.split(".")
     for part in parts[:-1]:
         if not dataclasses.is_dataclass(obj) or part not in _field_types(type(obj)):
-            raise ConfigError(f"unknown config key {short(key, 80)}; valid keys: {', '.join(valid_keys())}")
+            raise ConfigError(f"unknown config key {short(key, 80)}; valid keys: {', '.join(valid_keys(cfg))}")
         obj = getattr(obj, part)
     types_ = _field_types(type(obj)) if dataclasses.is_dataclass(obj) else {}
     name = parts[-1]
     if name not in types_ or dataclasses.is_dataclass(getattr(obj, name)):
-        raise ConfigError(f"unknown config key {short(key, 80)}; valid keys: {', '.join(valid_keys())}")
+        raise ConfigError(f"unknown config key {short(key, 80)}; valid keys: {', '.join(valid_keys(cfg))}")
     setattr(obj, name, _coerce(key, value, types_[name]))
 
 
-def valid_keys() -> list[str]:
+def valid_keys(cfg: Config | None = None) -> list[str]:
+    """The dotted keys of ``cfg`` (default: a bare :class:`Config`, whose method section is ``method.name`` only;
+    :func:`anpvs.training.run_config.valid_keys` gives a resolved config's, every method's settings included)."""
+    cfg = Config() if cfg is None else cfg
     keys = []
-    for f in dataclasses.fields(Config):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(default)]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(value)]
         else:
             keys.append(f.name)
     return keys
@@ -368,72 +347,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r}: {e}") from None
 
 
-def build_config(overrides: dict[str, Any] | None = None, *, base: dict[str, Any] | None = None) -> Config:
-    """Resolve a config: defaults, then the dataset's preset, then ``base`` (e.g. a YAML file), then
-    ``overrides`` (CLI). The dataset is read from the merged overrides before the preset is applied."""
-    merged = {**(base or {}), **(overrides or {})}
-    cfg = Config()
-    dataset = merged.get("data.name", cfg.data.name)
-    preset = dataset_preset(dataset)
-    method = merged.get("method.name", cfg.method.name)
-    if not isinstance(method, str):
-        raise ConfigError(f"method.name: expected a string, got {short(method)}")
-    # the method's preset (its class's ``preset``, next to its code) comes after the dataset's
-    method_preset = getattr(METHODS.get(method), "preset", {}) if method in METHODS else {}
-    for key, value in {**preset, **method_preset, **merged}.items():
-        set_key(cfg, key, value)
-    no_preset = "attack.eps" not in preset
-    if no_preset:  # evaluation follows the threat model the user chose for training
-        for k in ("eps", "norm"):
-            if f"eval.{k}" not in merged:
-                setattr(cfg.eval, k, getattr(cfg.attack, k))
-    validate(cfg, given=[k.removeprefix("method.") for k in merged if k.startswith("method.")])
-    if no_preset and "attack.eps" not in merged:
-        raise ConfigError(f"data.name={dataset} has no default attack radius: choose one with --eps "
-                          f"(pixel units, e.g. 0.3 for MNIST-like digits, 0.03 for 32x32 RGB images)")
-    return cfg
-
-
-def config_from_dict(d: dict[str, Any]) -> Config:
-    """Rebuild a Config saved with :meth:`Config.to_dict` (no presets applied)."""
-    cfg = Config()
-    for key, value in flatten(d).items():
-        set_key(cfg, key, value)
-    return cfg
-
-
-def _settings_to_check(method: str, given: typing.Iterable[str]) -> list[type[MethodSettings]]:
-    """The chosen method's settings class, and for each key in ``given`` that it does not declare one class
-    that does (each class once)."""
-    chosen = getattr(METHODS.get(method), "settings", None)
-    out = [chosen] if chosen is not None else []
-    declared = {f.name for f in dataclasses.fields(chosen)} if chosen is not None else set()
-    for key in dict.fromkeys(given):
-        if key == "name" or key in declared:
-            continue
-        for _, factory in METHODS.items():
-            cls = getattr(factory, "settings", None)
-            if cls is not None and key in {f.name for f in dataclasses.fields(cls)}:
-                if cls not in out:
-                    out.append(cls)
-                declared |= {f.name for f in dataclasses.fields(cls)}
-                break
-    return out
-
-
-def validate(cfg: Config, *, given: typing.Iterable[str] = ()) -> None:
-    """Reject values that cannot work, with one-line messages naming the key and the fix.
-
-    The chosen method checks its settings; ``given``: ``method.*`` keys the user set (without the prefix), each
-    also checked by a method that declares it when the chosen one does not (a value set is never unchecked)."""
+def check_values(cfg: Config) -> None:
+    """Reject values that cannot work, with one-line messages naming the key and the fix: every check that needs
+    no plug-in (seeds, attack, evaluation, training and data sections). The names of the model, method and
+    dataset and the method's settings are checked where the config is resolved
+    (:func:`anpvs.training.run_config.validate`)."""
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise ConfigError(msg)
 
     for key, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):
         need(-2**63 <= seed < 2**63, f"{key} must fit in 64 bits (got {seed}); use a smaller seed")
-    MODELS.get(cfg.model.name)  # an unknown name raises a ConfigError listing the valid ones
-    METHODS.get(cfg.method.name)
     for name, a in (("attack", cfg.attack), ("eval", cfg.eval)):
         need(a.eps >= 0, f"{name}.eps must be >= 0 (got {a.eps})")
         need(a.step_size > 0, f"{name}.step_size must be > 0 (got {a.step_size})")
@@ -455,8 +379,6 @@ def validate(cfg: Config, *, given: typing.Iterable[str] = ()) -> None:
     need(t.val_every >= 1, "train.val_every must be >= 1")
     for key, value in (("train.precision", t.precision), ("eval.precision", cfg.eval.precision)):
         need(value in ("fp32", "bf16"), f"{key} must be fp32 or bf16 (got {value!r})")
-    for cls in _settings_to_check(cfg.method.name, given):
-        cls(**{f.name: getattr(cfg.method, f.name) for f in dataclasses.fields(cls)}).validate()
     d = cfg.data
     need(d.val_size >= 0, f"data.val_size must be >= 0 (got {d.val_size})")
     need(d.train_limit is None or d.train_limit >= 1, "data.train_limit must be >= 1")

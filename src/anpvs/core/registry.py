@@ -4,8 +4,9 @@ The plug-in kinds of anpvs are declared here, once: :data:`MODELS`, :data:`METHO
 :data:`SPARSIFIERS` and :data:`DATA_FORMATS`. Each names the package whose modules register into it; the first
 lookup imports every module of that package (``pkgutil``), so a new model, method, attack, sparsifier or dataset
 format is one file in its package with a ``@register_...`` decorator, and no import list is edited. Looking a
-name up never needs the caller to import the package (``anpvs.core.config`` checks names without importing the
-methods)."""
+name up never needs the caller to import the package (``anpvs.training.run_config`` checks names without importing
+the methods). A lookup is an import made at run time, so only a module at the plug-in package's layer or above
+looks it up (``tests/test_layers.py``)."""
 
 from __future__ import annotations
 

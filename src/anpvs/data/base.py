@@ -146,8 +146,8 @@ def register_format(name: str, *, position: int = 100, preset: dict[str, Any] | 
     ``position`` orders the names in listings and messages (the bundled sample first). ``preset``: the config
     values of the dataset (dotted keys, e.g. ``{"attack.eps": 0.3, "model.name": "lenet5_caffe"}``), applied
     after the defaults and before the method's preset, the YAML file and the flags
-    (:func:`anpvs.core.config.build_config`); without ``attack.eps`` a run must choose its radius (``--eps``) and
-    the evaluation follows it."""
+    (:func:`anpvs.training.run_config.build_config`); without ``attack.eps`` a run must choose its radius
+    (``--eps``) and the evaluation follows it."""
     def deco(loader):
         loader.position = position
         loader.preset = dict(preset or {})

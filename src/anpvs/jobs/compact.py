@@ -26,8 +26,16 @@ from ..attacks import OptionalDependencyError
 from ..core.config import ConfigError
 from ..core.errors import AnpvsError, OutputError, check_output_file
 from ..io.atomic import atomic_stream, atomic_write
-from ..models.checkpoint import atomic_save, checkpoint_paths, load_model, make_compact_checkpoint, sha256_file
+from ..models.checkpoint import (
+    atomic_save,
+    checkpoint_name,
+    checkpoint_paths,
+    load_model,
+    make_compact_checkpoint,
+    sha256_file,
+)
 from ..models.compact import compact, compact_stats, compact_widths, deployable, example_shape, is_compact
+from ..training.run_config import checkpoint_config
 
 __all__ = ["EXPORT_ATOL", "EXPORT_FORMATS", "ExportError", "compact_checkpoint", "export_onnx",
            "export_torchscript", "reference_images"]
@@ -114,6 +122,7 @@ def compact_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None,
     # a pretrained model (pretrained:NAME) is read from the registry, its outputs go to runs/pretrained/NAME/
     file, src = checkpoint_paths(checkpoint)
     model, ckpt = load_model(checkpoint)
+    checkpoint_config(ckpt, checkpoint_name(checkpoint))  # the saved config it carries on must rebuild
     if is_compact(model):
         if export is None:
             raise ConfigError(f"{str(checkpoint)!r} is already a compacted checkpoint; export it with --export "

@@ -13,11 +13,12 @@ from typing import Any
 import torch
 
 from ..core import distributed
-from ..core.config import Config, config_from_dict
+from ..core.config import Config
 from ..core.device import resolve_device
 from ..core.errors import ConfigError
 from ..data import DataSplits, load_dataset
-from ..models.checkpoint import load_model
+from ..models.checkpoint import checkpoint_name, load_model
+from ..training.run_config import checkpoint_config
 
 #: EOT samples of the attacks and size of the prediction ensemble under ``sample_weights`` when not given
 SAMPLED_EOT = 10
@@ -54,10 +55,12 @@ def job_device(device: str | torch.device, *, sharded: bool = False) -> tuple[to
 
 
 def open_run(checkpoint: str | Path, *, device: str | torch.device = "auto", sharded: bool = False) -> RunContext:
-    """Resolve the device, load and check the checkpoint, rebuild its model there and read its config."""
+    """Resolve the device, load and check the checkpoint, rebuild its model there and its config (a saved config
+    that does not rebuild is a damaged checkpoint, :func:`anpvs.training.run_config.checkpoint_config`)."""
     dev, world = job_device(device, sharded=sharded)
     model, ckpt = load_model(checkpoint, map_location=dev)
-    return RunContext(Path(checkpoint), model, ckpt, config_from_dict(ckpt["config"]), dev, world)
+    cfg = checkpoint_config(ckpt, checkpoint_name(checkpoint))
+    return RunContext(Path(checkpoint), model, ckpt, cfg, dev, world)
 
 
 def check_batch_size(batch_size: int | None) -> None:

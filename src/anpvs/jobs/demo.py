@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from ..attacks.autoattack import autoattack_available
-from ..core.config import build_config
 from ..evaluation.tables import COLUMNS, autoattack_columns, markdown_table, with_autoattack
 from ..io.atomic import write_json, write_text
 from ..io.rundir import RunDir
 from ..models.checkpoint import read_checkpoint
 from ..training.loop import fit
+from ..training.run_config import build_config
 from .evaluate import evaluate_checkpoint
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from ..evaluation.checks import check_metrics
 from ..evaluation.evaluate import efficiency, evaluate, evaluation_record, write_record
 from ..io.rundir import RunDir
 from ..methods.target import asked_target
-from ..models.checkpoint import CheckpointError, checkpoint_paths, is_compact_checkpoint, load_model
+from ..models.checkpoint import CheckpointError, checkpoint_name, checkpoint_paths, is_compact_checkpoint, load_model
+from ..training.run_config import checkpoint_config
 from .context import check_batch_size, open_run, sampling_setup
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, spec: EvalSpec | None = None,
     src_model = None
     if source is not None:
         src_model, src_ckpt = load_model(source, map_location=dev)
+        checkpoint_config(src_ckpt, checkpoint_name(source))  # a source is a run's checkpoint as well
     data = run.test_data(data_dir=data_dir, test_limit=test_limit or cfg.data.test_limit)
     if src_model is not None:
         _check_source(src_model, src_ckpt, ckpt, data.test.images[:1].to(dev).float().div(255), data.num_classes)

@@ -29,7 +29,7 @@ from ..core.registry import METHODS
 class Settings:
     """The ``method.*`` settings of a method, declared next to its code (one dataclass per family, inheriting
     the settings it shares). The config's ``method`` section holds every registered method's settings
-    (:func:`anpvs.core.config.method_config_class`); each method validates its own in :meth:`validate`."""
+    (:func:`anpvs.training.run_config.method_config_class`); each method validates its own in :meth:`validate`."""
 
     kl_n: int = 0  # N in beta*KL/N and the BNN KL; 0 = size of the training set (the reference: 60,000 / 50,000)
     reinit_head: bool = False  # init: re-initialise a classifier head whose shape differs (pretrained_at: true)

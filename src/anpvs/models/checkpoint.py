@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..core.config import Config, ConfigError, flatten, set_key
 from ..core.errors import AnpvsError
 from ..io import pretrained
 from ..io.atomic import atomic_stream
@@ -110,13 +111,27 @@ def _bad(where: str, problem: str) -> CheckpointError:
                            f"retrain)")
 
 
+def saved_config_error(where: str, error: Exception) -> CheckpointError:
+    """The error of a checkpoint whose saved config does not rebuild into a run's config (raised by the code that
+    rebuilds it: :func:`anpvs.training.run_config.checkpoint_config`); ``where`` names the checkpoint."""
+    return _bad(where, f"its saved config is invalid ({error})")
+
+
+def checkpoint_name(path: str | Path) -> str:
+    """How messages name the checkpoint at ``path``: a file's path, or a pretrained model's ``pretrained:NAME``
+    (as :func:`read_checkpoint` names it)."""
+    return str(path) if pretrained.is_spec(path) else str(Path(path))
+
+
 def validate_checkpoint(ckpt: dict[str, Any], where: str = "checkpoint") -> None:
     """Check a checkpoint dict against the model registry before anything is allocated for it.
 
     The model name must be registered, ``model_kwargs`` must be the factory's own arguments within
     :data:`KWARG_BOUNDS` (floats finite), the state dict must have exactly the keys and shapes of that
     model (compared on the ``meta`` device, which allocates no memory), every tensor must be finite,
-    and the saved config must name the same architecture. Raises :class:`CheckpointError` (one line)."""
+    and the saved config must be a mapping that names the same architecture (the rest of it is checked where a
+    run's config is rebuilt from it: :func:`anpvs.training.run_config.checkpoint_config`, which needs the
+    plug-ins of the layers above). Raises :class:`CheckpointError` (one line)."""
     name, kwargs = ckpt.get("model_name"), ckpt.get("model_kwargs")
     _check_model_args(name, kwargs, where)
     sd = _state_dict(ckpt, where)
@@ -169,17 +184,20 @@ def _check_finite(sd: dict[str, torch.Tensor], where: str, fix: str) -> None:
 
 
 def _check_config(ckpt: dict[str, Any], name: str, where: str) -> None:
-    """The saved config (if any) is valid and trains the architecture of model ``name``."""
+    """The saved config (if any) is a mapping whose ``model.name`` (a string; default: the config's) trains the
+    architecture of model ``name``. Its other keys and values are checked by the callers that rebuild a config
+    from it (:func:`anpvs.training.run_config.checkpoint_config`: the method section needs the methods' plug-ins,
+    a layer above this one)."""
     config = ckpt.setdefault("config", {})
     if not isinstance(config, dict):
         raise _bad(where, "its saved config is not a mapping")
     if config:
-        from ..core.config import ConfigError, config_from_dict
-
+        bare = Config()
         try:
-            cfg_model = config_from_dict(config).model.name
+            set_key(bare, "model.name", flatten(config).get("model.name", bare.model.name))
         except (ConfigError, AttributeError, TypeError) as e:
-            raise _bad(where, f"its saved config is invalid ({e})") from None
+            raise saved_config_error(where, e) from None
+        cfg_model = bare.model.name
         if name != cfg_model and not name.startswith(f"{cfg_model}_"):
             raise _bad(where, f"its saved config trains model {cfg_model!r} but its weights are {name!r}")
 

@@ -34,7 +34,7 @@ from .vgg16 import CIFAR_MEAN, CIFAR_STD
 def group_widths(depth: int, widen_factor: int, width: float = 1.0) -> tuple[int, int, tuple[int, int, int]]:
     """``(blocks per group, stem width, the 3 group widths)`` of WRN-``depth``-``widen_factor`` times ``width``."""
     if isinstance(depth, bool) or not isinstance(depth, int) or not 10 <= depth <= 202 or (depth - 4) % 6:
-        raise ValueError(f"depth must be 6n + 4 with n >= 1 up to 202: 10, 16, 22, 28, 34, ...; got {depth!r})")
+        raise ValueError(f"depth must be 6n + 4 with n >= 1 up to 202: 10, 16, 22, 28, 34, ... (got {depth!r})")
     if isinstance(widen_factor, bool) or not isinstance(widen_factor, int) or not 1 <= widen_factor <= 20:
         raise ValueError(f"widen_factor must be an integer in [1, 20] (got {widen_factor!r})")
     groups = tuple(scaled_width(c * widen_factor, width) for c in (16, 32, 64))
@@ -161,7 +161,7 @@ def _build(num_classes: int, in_channels: int, depth: int, widen_factor: int, wi
     return WideResNet(num_classes, in_channels, n=n, stem=stem, groups=groups, **kwargs)
 
 
-_KEYS = {"width": "width"}
+_KEYS = {"width": "width", "depth": "depth", "widen_factor": "widen_factor"}  # --set model.depth=34 ...
 
 
 @register_model("wide_resnet", config_keys=_KEYS)

@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 
 from ..attacks import PGD, eval_mode
 from ..core import distributed
-from ..core.config import Config, config_from_dict
+from ..core.config import Config
 from ..core.device import effective_precision, resolve_device, seed_everything
-from ..core.errors import OutputError, RunInterrupted, StorageError, TrainingError
+from ..core.errors import ConfigError, OutputError, RunInterrupted, StorageError, TrainingError
 from ..data import BatchLoader, load_dataset
 from ..evaluation.evaluate import evaluate
 from ..io.atomic import append_text, write_text
@@ -42,6 +42,7 @@ from ..models.checkpoint import (
 )
 from ..sparsifiers import sparsifiers_of
 from .divergence import DivergenceGuard, checkpoint_note
+from .run_config import checkpoint_config
 from .runlock import MARKER_NAME, RunLock, clean_partial_writes, foreign_entries, mark_run, refuse_links
 from .step import TrainStep, build_optimizers, lr_depends_on_total
 
@@ -65,7 +66,10 @@ def model_spec(cfg: Config, method: Method, num_classes: int, in_channels: int) 
 
 def build_model(cfg: Config, method: Method, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     name, kwargs = model_spec(cfg, method, num_classes, input_shape[0])
-    model = create_model(name, **kwargs)
+    try:
+        model = create_model(name, **kwargs)
+    except ValueError as e:  # an architecture argument out of its range (model.width, model.depth, ...)
+        raise ConfigError(f"model {name!r}: {e}; change the model.* setting") from None
     try:
         with torch.no_grad(), eval_mode(model):
             model(torch.zeros(1, *input_shape))
@@ -198,7 +202,7 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
             raise TrainingError(f"{str(run_dir)!r} already holds a checkpoint; pass --resume to continue it "
                                 f"or choose another --out")
         state = read_checkpoint(ckpt_path)
-        saved = config_from_dict(state["config"])
+        saved = checkpoint_config(state, str(ckpt_path))
         longer = _extended(saved, cfg, run_dir)
         if longer is not None:
             log.info("extending %s from %d to %d epochs", run_dir, saved.train.epochs, longer.train.epochs)

@@ -41,7 +41,10 @@ Layout of the output folder::
 
 Rerunning the same command skips finished trainings and evaluations and resumes interrupted ones
 (training continues from the last finished epoch; an evaluation counts as finished when its record
-names the current checkpoint epoch, source, attack and test subset).
+names the current checkpoint epoch, source, attack and test subset). ``--tables-only`` (``train=False``)
+writes the tables from the records so far and nothing else; a run without its checkpoint (a results folder
+such as ``docs/results/mnist_full`` keeps only records) counts when its record names that checkpoint and the
+protocol's number of epochs, and its ``log.jsonl`` says how far it was trained otherwise.
 
 The package is split by stage: :mod:`.protocol` (read and check a protocol), :mod:`.plan` (the jobs and their
 configs), :mod:`.run` (train, evaluate, resume) and :mod:`.tables` (rows, caption, footnotes).

@@ -7,9 +7,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ...core.config import Config, build_config
+from ...core.config import Config
 from ...core.registry import METHODS
 from ...io.rundir import RunDir
+from ...training.run_config import build_config
 from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)

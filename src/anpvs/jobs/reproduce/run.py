@@ -13,15 +13,17 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..._version import __version__
-from ...core.config import Config, ConfigError, EvalSpec, config_from_dict, flatten
+from ...core.config import Config, ConfigError, EvalSpec, flatten
 from ...data import DataNotFoundError
 from ...evaluation.evaluate import write_record
 from ...evaluation.tables import with_autoattack, write_tables
 from ...io.atomic import write_json, write_text
 from ...io.records import MISSING, fresh_record, stamp_record
 from ...io.rundir import ReproDir, RunDir, check_inside
+from ...io.yamlfile import read_yaml
 from ...models.checkpoint import CheckpointError, read_checkpoint
 from ...training.loop import TrainingError, fit
+from ...training.run_config import config_from_dict
 from ..evaluate import evaluate_checkpoint
 from .plan import Job, plan
 from .protocol import SAMPLED_SUFFIX, ProtocolError, load_protocol, protocol_path
@@ -37,13 +39,23 @@ def _training_keys(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flatten(cfg_dict).items() if not k.startswith(_NOT_TRAINING)}
 
 
-def config_drift(job: Job) -> dict[str, tuple[Any, Any]]:
-    """``{key: (saved, protocol)}`` for training settings of an existing checkpoint that differ from the plan."""
-    if not job.checkpoint.exists():
-        return {}
+def config_drift(job: Job, *, records: bool = False) -> dict[str, tuple[Any, Any]]:
+    """``{key: (saved, protocol)}`` for training settings of an existing checkpoint that differ from the plan.
+
+    ``records`` (``--tables-only``): a run without its checkpoint but with a logged epoch (a results folder
+    keeps no checkpoints) is compared through its ``config.yaml``, which training writes with the config it
+    saves in the checkpoint."""
     try:
-        saved = _training_keys(config_from_dict(read_checkpoint(job.checkpoint)["config"]).to_dict())
-    except (CheckpointError, ConfigError, KeyError):
+        if job.checkpoint.exists():
+            saved_cfg = read_checkpoint(job.checkpoint)["config"]
+        elif records and _logged_epoch(job) > 0:
+            saved_cfg = read_yaml(RunDir(job.run_dir).config, what="run config", error=ConfigError, fix="")
+        else:
+            return {}
+        if not isinstance(saved_cfg, dict):
+            return {}
+        saved = _training_keys(config_from_dict(saved_cfg).to_dict())
+    except (CheckpointError, ConfigError, KeyError, TypeError):
         return {}
     wanted = _training_keys(job.cfg.to_dict())
     return {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
@@ -64,17 +76,41 @@ def _same_source(rec: dict[str, Any], checkpoint: Path, source: Path | None) -> 
         was is not None and os.path.relpath(have, Path(was).parent) == os.path.relpath(source, checkpoint.parent))
 
 
+def _names_checkpoint(rec: dict[str, Any], checkpoint: Path, out: Path) -> bool:
+    """Whether ``rec`` says it was made from ``checkpoint``: the same path, or one that ends as ``checkpoint`` does
+    inside the reproduction folder ``out`` (the folder was moved, or its paths were made relative, as in
+    ``docs/results``: ``runs/at/seed0/checkpoint.pt``)."""
+    have = rec.get("checkpoint")
+    if not isinstance(have, str):
+        return False
+    try:
+        tail = checkpoint.relative_to(out).parts
+    except ValueError:
+        tail = checkpoint.parts
+    return Path(have) == checkpoint or Path(have).parts[-len(tail):] == tail
+
+
 def _current_record(path: Path, *, checkpoint: Path, epoch: int, source: Path | None, source_epoch: int | None,
-                    cfg: Config, sampled: bool = False) -> dict[str, Any] | None:
+                    cfg: Config, sampled: bool = False, records_of: Path | None = None) -> dict[str, Any] | None:
     """The evaluation record at ``path`` if it is current (:func:`anpvs.io.fresh_record`: not older than the
     checkpoint and the source) for this checkpoint epoch, source (:func:`_same_source`) and attack (an attack
-    setting the record lacks counts as false)."""
+    setting the record lacks counts as false).
+
+    ``records_of`` (``--tables-only`` on a run whose checkpoint is absent, e.g. a results folder, which keeps no
+    checkpoints): the reproduction folder. The record is then taken as it is when it says it was made from
+    ``checkpoint`` (:func:`_names_checkpoint`) at ``epoch``, with the same expectations otherwise; it is compared
+    with the source's file only when that file is there."""
     def attack_is(want: Any):
         return lambda have: (False if have is MISSING else have) == want
 
-    rec = fresh_record(path, checkpoint=checkpoint, inputs=[source] if source is not None else [], expect={
-        "epochs": epoch, "source_epoch": source_epoch, "test_limit": cfg.data.test_limit,
-        **{f"attack.{k}": attack_is(v) for k, v in _attack_spec(cfg, sampled).items()}})
+    expect = {"epochs": epoch, "source_epoch": source_epoch, "test_limit": cfg.data.test_limit,
+              **{f"attack.{k}": attack_is(v) for k, v in _attack_spec(cfg, sampled).items()}}
+    if records_of is None:
+        rec = fresh_record(path, checkpoint=checkpoint, inputs=[source] if source is not None else [], expect=expect)
+    else:
+        rec = fresh_record(path, inputs=[source] if source is not None and source.is_file() else [], expect=expect)
+        if rec is not None and not _names_checkpoint(rec, checkpoint, records_of):
+            rec = None
     return rec if rec is not None and _same_source(rec, checkpoint, source) else None
 
 
@@ -100,41 +136,86 @@ def _evaluate(job: Job, *, epoch: int, source: Job | None, source_epoch: int | N
     return rec, False
 
 
-def _finished(job: Job, source: Job | None, epochs: dict[str, int],
-              proto: dict[str, Any]) -> tuple[int, dict[str, Any] | None] | str | None:
-    """For ``--tables-only``: ``(epoch, record)`` of a run that is trained and evaluated (``record`` None for
-    runs without an evaluation), else why not (a footnote). Nothing is trained or evaluated."""
-    if not job.checkpoint.is_file():
-        return "not trained yet"
+def _logged_epoch(job: Job) -> int:
+    """The last epoch of the run's epoch log (``log.jsonl``; 0 without one): how far a run whose checkpoint is
+    absent was trained (training appends an epoch's line after saving its checkpoint)."""
     try:
-        epoch = int(read_checkpoint(job.checkpoint)["epoch"])
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        return "its checkpoint cannot be read"
-    if epoch < job.cfg.train.epochs:
-        return f"trained {epoch} of {job.cfg.train.epochs} epochs so far"
-    if not job.evaluate:
-        return epoch, None
-    if source is not None and source.name not in epochs:
-        return "its black-box source is not finished"
+        entries = RunDir(job.run_dir).read_log()
+    except (OSError, ValueError, RecursionError):
+        return 0
+    return max((e["epoch"] for e in entries if isinstance(e, dict) and type(e.get("epoch")) is int), default=0)
+
+
+def _finished(job: Job, source: Job | None, epochs: dict[str, int], proto: dict[str, Any],
+              out: Path) -> tuple[int, dict[str, Any] | None] | str | None:
+    """For ``--tables-only``: ``(epoch, record)`` of a run that is trained and evaluated (``record`` None for
+    runs without an evaluation), else why not (a footnote). Nothing is trained or evaluated.
+
+    With the run's checkpoint there, a record counts only when it is current for it (:func:`_current_record`),
+    as during the run. Without it but with its records (a results folder keeps no checkpoints), the table is
+    built from the records alone: the evaluation record counts when it names this run's checkpoint and the
+    protocol's number of epochs for the row (and the source's epoch, the attack and the test subset, as
+    always); the epoch log says how far a run without such a record was trained."""
+    want = job.cfg.train.epochs
     path = RunDir(job.run_dir).eval_record(black_box=source is not None)
-    rec = _current_record(path, checkpoint=job.checkpoint, epoch=epoch,
-                          source=source.checkpoint if source else None,
-                          source_epoch=epochs.get(source.name) if source else None, cfg=job.cfg)
-    if rec is None:
-        return "not evaluated yet"
+    src_ckpt = source.checkpoint if source else None
+    src_epoch = epochs.get(source.name) if source else None
+    records_of: Path | None = None
+    if job.checkpoint.is_file():
+        try:
+            epoch = int(read_checkpoint(job.checkpoint)["epoch"])
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            return "its checkpoint cannot be read"
+        if epoch < want:
+            return f"trained {epoch} of {want} epochs so far"
+        if not job.evaluate:
+            return epoch, None
+        if source is not None and source.name not in epochs:
+            return "its black-box source is not finished"
+        rec = _current_record(path, checkpoint=job.checkpoint, epoch=epoch, source=src_ckpt, source_epoch=src_epoch,
+                              cfg=job.cfg)
+        if rec is None:
+            return "not evaluated yet"
+    else:  # records only: the one epoch whose records count is the protocol's
+        records_of, epoch, rec = out, want, None
+        if job.evaluate and (source is None or source.name in epochs):
+            rec = _current_record(path, checkpoint=job.checkpoint, epoch=epoch, source=src_ckpt,
+                                  source_epoch=src_epoch, cfg=job.cfg, records_of=out)
+        if rec is None:
+            logged = _logged_epoch(job)
+            if 0 < logged < want:
+                return f"trained {logged} of {want} epochs so far"
+            if logged == 0 and not (job.evaluate and path.is_file()):
+                return "not trained yet"
+            if not job.evaluate:
+                return logged, None
+            if source is not None and source.name not in epochs:
+                return "its black-box source is not finished"
+            return "not evaluated yet"
     aa = proto["autoattack"]
     if job.row is not None and aa is not None and job.seed in aa["seeds"]:
         path = RunDir(job.run_dir).autoattack_record(sampled=proto["rows"][job.row]["aa_sampled"])
-        aa_rec = fresh_record(path, checkpoint=job.checkpoint, expect={"audit": {"test_limit": aa["test_limit"]}})
+        aa_rec = _autoattack_record(path, job, epoch, aa["test_limit"], records_of)
         if aa_rec is not None:
             rec = _with_autoattack(rec, aa_rec)
         extra = aa.get("extra")
         if extra is not None and job.row in extra["rows"]:
-            x_rec = fresh_record(extra_autoattack_record(job.run_dir, extra["eps"]), checkpoint=job.checkpoint,
-                                 expect={"audit": {"test_limit": aa["test_limit"]}})
+            x_rec = _autoattack_record(extra_autoattack_record(job.run_dir, extra["eps"]), job, epoch,
+                                       aa["test_limit"], records_of)
             if x_rec is not None and abs(x_rec["attack"]["eps"] - extra["eps"]) <= 1e-9:
                 rec = _with_extra_autoattack(rec, x_rec)
     return epoch, rec
+
+
+def _autoattack_record(path: Path, job: Job, epoch: int, test_limit: int,
+                       records_of: Path | None) -> dict[str, Any] | None:
+    """The AutoAttack record at ``path`` of ``job`` for ``--tables-only``: current for its checkpoint, or, with
+    ``records_of`` (no checkpoint, see :func:`_finished`), naming that checkpoint and ``epoch``."""
+    expect: dict[str, Any] = {"audit": {"test_limit": test_limit}}
+    if records_of is None:
+        return fresh_record(path, checkpoint=job.checkpoint, expect=expect)
+    rec = fresh_record(path, expect={**expect, "epochs": epoch})
+    return rec if rec is not None and _names_checkpoint(rec, job.checkpoint, records_of) else None
 
 
 def _with_autoattack(rec: dict[str, Any], aa_rec: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +270,9 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
     (a YAML path) replaces it. ``seeds`` runs seeds ``0 .. seeds-1`` of every row. ``rows`` restricts the
     rows shown (dependencies still train). ``train=False`` (``--tables-only``) trains and evaluates nothing:
     it writes the tables from the records that are already current, footnoting every run still to do, e.g.
-    to look at a long reproduction while it runs.
+    to look at a long reproduction while it runs; a run whose checkpoint is absent (a results folder keeps
+    none) counts from its records alone when they match the protocol (:func:`_finished`). It writes the three
+    table files and nothing else.
     """
     t0 = time.time()
     if protocol is None:
@@ -231,7 +314,7 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
             log.warning("%s: skipped (%s)", prefix, failed[job.name])
             bar.update()
             continue
-        drift = config_drift(job)
+        drift = config_drift(job, records=not train)
         if drift:
             diff = ", ".join(f"{k}={a!r} (protocol: {b!r})" for k, a, b in ((k, *v) for k, v in drift.items()))
             notes.append(f"{job.name} was trained with settings that differ from the protocol: {diff}; "
@@ -239,7 +322,7 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
             log.warning("%s: existing run differs from the protocol: %s", prefix, diff)
         t_job = time.time()
         if not train:
-            found = _finished(job, source if job.kind != "source" else None, epochs, proto)
+            found = _finished(job, source if job.kind != "source" else None, epochs, proto, out)
             if isinstance(found, str):
                 failed[job.name] = found
             elif found is not None:
