@@ -245,7 +245,9 @@ def test_argument_validation(tmp_path):
         load_dataset("mnist_sample", train_limit=0)
     with pytest.raises(ValueError, match="test_limit"):
         load_dataset("mnist_sample", test_limit=-3)
-    assert set(DATASETS) == {"mnist_sample", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder"}
+    # the built-in formats are registered (a new format is one file in data/formats/ and its own test: this
+    # line does not list every format)
+    assert set(DATASETS) >= {"mnist_sample", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder"}
 
 
 # ------------------------------------------------------------------------------------------------------
