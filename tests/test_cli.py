@@ -134,34 +134,3 @@ def test_train_then_eval_end_to_end(tiny_mnist_dir: Path, tmp_path: Path, capsys
     # an invalid attack setting is a one-line usage error too
     assert run_cli(["eval", str(ckpt), "--steps", "0", "--device", "cpu", "--quiet"]) == 2
     assert_one_line_error(capsys.readouterr().err)
-
-
-@pytest.mark.parametrize("with_autoattack", [True, False])
-def test_demo_table_shows_the_speed_up_and_autoattack_beside_pgd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                  with_autoattack: bool) -> None:
-    from anpvs.jobs import demo as runner  # the module of anpvs demo
-
-    if with_autoattack:
-        pytest.importorskip("pyautoattack")
-    else:
-        monkeypatch.setattr(runner, "_have_autoattack", lambda: False)
-    # the demo's recipe on a few digits: same rows, same code path, seconds instead of minutes
-    monkeypatch.setattr(runner, "DEMO_COMMON", {**runner.DEMO_COMMON, "data.train_limit": 64, "data.test_limit": 24,
-                                                "train.batch_size": 32, "eval.steps": 2, "eval.step_size": 0.15})
-    monkeypatch.setattr(runner, "DEMO_AA_IMAGES", 12)
-    text = runner.run_demo(tmp_path, epochs_scale=0.1, device="cpu", progress=False)
-    header = next(line for line in text.splitlines() if line.startswith("| Model"))
-    assert "| FLOPs (x) | Measured speed-up (x) |" in header
-    assert ("AutoAttack acc, 12 digits (%)" in header) == with_autoattack
-    labels = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
-    assert labels[1:] == ["Standard", "AT", "ANP-VS"]
-    rows = json.loads((tmp_path / "table.json").read_text())
-    for label, (m,) in rows.items():
-        assert m["wallclock_speedup_b256"] > 0
-        if with_autoattack:
-            assert m["autoattack_acc"] <= m["aa_pgd_acc"], label
-            assert json.loads((tmp_path / label.lower().replace("-", "_") / "eval_autoattack.json").read_text()
-                              )["metrics"]["n"] == 12
-        else:
-            assert "autoattack_acc" not in m
-    assert ("pip install 'anpvs[eval]'" in text) != with_autoattack

@@ -7,12 +7,15 @@ here: the models normalize their inputs themselves, so adversarial perturbations
 Sources (``name`` -> where the data comes from), one module each in :mod:`anpvs.data.formats`:
 
 - ``mnist_sample``: 4,000 + 1,000 real MNIST digits bundled with the package (``anpvs/_data``).
+- ``mnist_test_sample``: the same 4,000 training digits with 2,000 real MNIST *test* digits (200 per class,
+  bundled too): evaluates full-data MNIST models without the dataset on disk (``anpvs eval --dataset``).
 - ``mnist`` / ``fashion_mnist``: the four IDX files (gzipped or not) directly inside ``data_dir`` or in
   torchvision's ``<data_dir>/MNIST/raw`` (``FashionMNIST/raw``), read by a small parser here; otherwise
   torchvision's ``MNIST`` / ``FashionMNIST`` classes (which can also download).
 - ``cifar10`` / ``cifar100``: the python-pickle batches in ``<data_dir>/cifar-10-batches-py`` (or
   ``cifar-100-python``, fine labels), or ``data_dir`` pointing at that folder itself; read by a small
-  reader here (torchvision is used only to download).
+  reader here (torchvision is used only to download); ``cifar10`` also reads the JPEG layout (class folders,
+  packed or extracted), decoded once and cached as ``.npy``.
 - ``imagefolder``: ``<data_dir>/train/<class>/*.png`` and ``<data_dir>/test/<class>/*.png``.
 
 When ``data_dir`` is ``None`` the default root is ``$ANPVS_DATA_DIR`` or ``~/.cache/anpvs/data``.

@@ -12,11 +12,12 @@ from typing import Any
 
 import torch
 
+from ..attacks import eval_mode
 from ..core import distributed
 from ..core.config import Config
 from ..core.device import resolve_device
 from ..core.errors import ConfigError
-from ..data import DataSplits, load_dataset
+from ..data import DataSplits, dataset_names, load_dataset
 from ..models.checkpoint import checkpoint_name, load_model
 from ..training.run_config import checkpoint_config
 
@@ -37,12 +38,58 @@ class RunContext:
     world: distributed.World | None = None
 
     def test_data(self, *, data_dir: str | None = None, test_limit: int | None = None,
-                  download: bool | None = None) -> DataSplits:
+                  download: bool | None = None, dataset: str | None = None) -> DataSplits:
         """The run's dataset (test split of ``test_limit`` seeded images, or all) from ``data_dir`` or the
-        run's ``data.dir``; ``download`` defaults to the run's ``data.download``."""
+        run's ``data.dir``; ``download`` defaults to the run's ``data.download``.
+
+        ``dataset``: another registered dataset instead (e.g. ``mnist_test_sample``, real MNIST test digits
+        bundled with the package), read from ``data_dir`` only and downloaded only if ``download``; its images
+        and classes must be the model's (:class:`ConfigError`, one line, otherwise). The subset of
+        ``test_limit`` images is drawn with the run's data seed."""
         d = self.cfg.data
-        return load_dataset(d.name, data_dir or d.dir, download=d.download if download is None else download,
-                            test_limit=test_limit, seed=d.seed)
+        if not is_other_dataset(dataset, d.name):
+            return load_dataset(d.name, data_dir or d.dir, download=d.download if download is None else download,
+                                test_limit=test_limit, seed=d.seed)
+        name = canonical_dataset(dataset)
+        data = load_dataset(name, data_dir, download=bool(download), test_limit=test_limit, seed=d.seed)
+        self._check_fits(data)
+        return data
+
+    def _check_fits(self, data: DataSplits) -> None:
+        """The model takes ``data``'s images and predicts as many classes as it has."""
+        trained = self.ckpt.get("data") or {}
+        shape, classes = trained.get("input_shape"), trained.get("num_classes")
+        classes = classes if classes is not None else (self.ckpt.get("model_kwargs") or {}).get("num_classes")
+        what = f"{self.checkpoint} was trained on {trained.get('name', 'its dataset')}"
+        if shape is not None and tuple(shape) != tuple(data.input_shape):
+            raise ConfigError(f"{what}, images of shape {tuple(shape)}; {data.name} has images of shape "
+                              f"{tuple(data.input_shape)}")
+        if classes is not None and int(classes) != data.num_classes:
+            raise ConfigError(f"{what} with {classes} classes; {data.name} has {data.num_classes}")
+        x = data.test.images[:1].to(self.device).float().div(255)
+        try:  # checkpoints without data metadata: the model must at least take the images
+            with torch.no_grad(), eval_mode(self.model):
+                out = self.model(x)
+        except RuntimeError:
+            raise ConfigError(f"{self.checkpoint} does not accept {data.name}'s images of shape "
+                              f"{tuple(data.input_shape)}") from None
+        if out.shape[-1] != data.num_classes:
+            raise ConfigError(f"{self.checkpoint} predicts {out.shape[-1]} classes; {data.name} has "
+                              f"{data.num_classes}")
+
+
+def canonical_dataset(name: str) -> str:
+    """A registered dataset name as :func:`anpvs.data.load_dataset` spells it (``mnist-test-sample`` ->
+    ``mnist_test_sample``); an unknown one is a :class:`ConfigError` listing the names."""
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in dataset_names():
+        raise ConfigError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
+    return key
+
+
+def is_other_dataset(dataset: str | None, run_dataset: str) -> bool:
+    """Whether ``dataset`` asks for another dataset than the run's own (``None``: the run's)."""
+    return dataset is not None and canonical_dataset(dataset) != run_dataset
 
 
 def job_device(device: str | torch.device, *, sharded: bool = False) -> tuple[torch.device, distributed.World | None]:
@@ -87,5 +134,5 @@ def sampling_setup(model: torch.nn.Module, sample_weights: bool, eot: int | None
     return eot or SAMPLED_EOT, ensemble or SAMPLED_ENSEMBLE
 
 
-__all__ = ["SAMPLED_ENSEMBLE", "SAMPLED_EOT", "RunContext", "check_batch_size", "job_device", "open_run",
-           "sampling_setup"]
+__all__ = ["SAMPLED_ENSEMBLE", "SAMPLED_EOT", "RunContext", "canonical_dataset", "check_batch_size",
+           "is_other_dataset", "job_device", "open_run", "sampling_setup"]

@@ -21,7 +21,7 @@ from ..io.rundir import RunDir
 from ..methods.target import asked_target
 from ..models.checkpoint import CheckpointError, checkpoint_name, checkpoint_paths, is_compact_checkpoint, load_model
 from ..training.run_config import checkpoint_config
-from .context import check_batch_size, open_run, sampling_setup
+from .context import canonical_dataset, check_batch_size, is_other_dataset, open_run, sampling_setup
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, spec: EvalSpec | None = None,
                         data_dir: str | None = None, test_limit: int | None = None, seed: int = 0,
                         device: str = "auto", out: str | Path | None = None, progress: bool = False,
                         eot: int | None = None, sample_weights: bool = False, ensemble: int | None = None,
-                        **overrides: Any) -> dict[str, Any]:
+                        dataset: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Evaluate a checkpoint on its dataset's test set and write one JSON record; returns the record.
 
     ``spec``: where and how to attack (:class:`anpvs.core.config.EvalSpec`); default: the run's own
@@ -58,6 +58,11 @@ def evaluate_checkpoint(checkpoint: str | Path, *, spec: EvalSpec | None = None,
     ``eot``: PGD/FGSM gradients averaged over this many forwards. ``sample_weights``: a Bayesian model samples
     its weights in eval mode; predictions average the softmax of ``ensemble`` forwards and the attacks use EOT
     (both default to 10). ``"autoattack"`` always runs beside ``"pgd"`` (``version="rand"`` when sampling).
+    ``dataset``: evaluate on the test split of this registered dataset instead of the run's (e.g.
+    ``mnist_test_sample``, 2,000 real MNIST test digits bundled with the package): read from ``data_dir`` only,
+    the run's ``data.test_limit`` not applied, a one-line :class:`ConfigError` when its images or classes are
+    not the model's; the default record is then ``eval_<dataset>.json`` (``eval_compact_<dataset>.json``, ...),
+    so the run's own record is kept (the run's own dataset named again changes only the record's name).
     The sanity checks (d) and (e) of :mod:`anpvs.evaluation.checks` run on the results: ``record["warnings"]``.
     ``latency`` adds the wall-clock latency of the masked and the compacted network
     (:func:`anpvs.evaluation.evaluate.efficiency`), measured after the attacks."""
@@ -67,6 +72,9 @@ def evaluate_checkpoint(checkpoint: str | Path, *, spec: EvalSpec | None = None,
     file, home = checkpoint_paths(checkpoint)
     default = RunDir.of(home).eval_record(black_box=bool(source), sampled=sample_weights,
                                           compact=out is None and is_compact_checkpoint(checkpoint))
+    if dataset is not None:  # checked before the work; the run's own record is not replaced
+        dataset = canonical_dataset(dataset)
+        default = default.with_name(f"{default.stem}_{dataset}{default.suffix}")
     out = check_output_file(out if out is not None else default,  # before the work, not after it
                             inputs=[file, checkpoint_paths(source)[0] if source is not None else None])
     check_batch_size(overrides.get("batch_size"))
@@ -99,7 +107,9 @@ def evaluate_checkpoint(checkpoint: str | Path, *, spec: EvalSpec | None = None,
     if source is not None:
         src_model, src_ckpt = load_model(source, map_location=dev)
         checkpoint_config(src_ckpt, checkpoint_name(source))  # a source is a run's checkpoint as well
-    data = run.test_data(data_dir=data_dir, test_limit=test_limit or cfg.data.test_limit)
+    data = (run.test_data(dataset=dataset, data_dir=data_dir, test_limit=test_limit)
+            if is_other_dataset(dataset, cfg.data.name)
+            else run.test_data(data_dir=data_dir, test_limit=test_limit or cfg.data.test_limit))
     if src_model is not None:
         _check_source(src_model, src_ckpt, ckpt, data.test.images[:1].to(dev).float().div(255), data.num_classes)
     t0 = time.time()
