@@ -311,3 +311,12 @@ def test_the_package_data_takes_the_digits() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["anpvs"]
     assert any(fnmatch.fnmatch("_data/mnist_test_sample.npz", p) for p in patterns), patterns
+
+
+def test_the_smoke_test_caption_reads_the_order_of_anp_vs_and_at_from_its_rows() -> None:
+    from anpvs.jobs.demo import _order
+
+    assert _order({"AT": [{"pgd_acc": 56.6}], "ANP-VS": [{"pgd_acc": 54.4}]}) == \
+        "at this budget ANP-VS trails AT under PGD-40, 54.40 vs 56.60; "
+    assert "is above AT" in _order({"AT": [{"pgd_acc": 50.0}], "ANP-VS": [{"pgd_acc": 51.0}]})
+    assert _order({"AT": [{"pgd_acc": 50.0}]}) == ""
