@@ -34,7 +34,7 @@ from .base import (
 from .batches import BatchLoader, augment_batch
 from .formats.cifar import safe_unpickle
 from .formats.idx import read_idx
-from .loading import load_dataset
+from .loading import canonical_name, load_dataset
 
 
 def __getattr__(name: str):
@@ -44,5 +44,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["AUGMENT_PAD", "DATASETS", "ArrayDataset", "BatchLoader", "DataNotFoundError", "DataSplits", "RawData",
-           "augment_batch", "dataset_names", "default_data_dir", "load_dataset", "read_idx", "register_format",
-           "safe_unpickle"]
+           "augment_batch", "canonical_name", "dataset_names", "default_data_dir", "load_dataset", "read_idx",
+           "register_format", "safe_unpickle"]

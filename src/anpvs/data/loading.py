@@ -63,7 +63,7 @@ def load_dataset(
         ValueError: unknown ``name`` or invalid sizes.
         DataNotFoundError: the files are not found and were not (or could not be) downloaded.
     """
-    key = _canonical_name(name)
+    key = canonical_name(name)
     val_size = _check_count("val_size", val_size, minimum=0)
     train_limit = None if train_limit is None else _check_count("train_limit", train_limit, minimum=1)
     test_limit = None if test_limit is None else _check_count("test_limit", test_limit, minimum=1)
@@ -107,7 +107,9 @@ def load_dataset(
                       input_shape=train.input_shape, name=key, source=raw.source, classes=raw.classes)
 
 
-def _canonical_name(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """``name`` as the registry spells it (case-insensitive, ``-`` for ``_``); an unknown one is a
+    :class:`DataError` listing the registered names."""
     key = str(name).strip().lower().replace("-", "_")
     names = dataset_names()
     if key not in names:

@@ -16,8 +16,8 @@ from ..attacks import eval_mode
 from ..core import distributed
 from ..core.config import Config
 from ..core.device import resolve_device
-from ..core.errors import ConfigError
-from ..data import DataSplits, dataset_names, load_dataset
+from ..core.errors import ConfigError, DataError
+from ..data import DataSplits, canonical_name, load_dataset
 from ..models.checkpoint import checkpoint_name, load_model
 from ..training.run_config import checkpoint_config
 
@@ -79,12 +79,12 @@ class RunContext:
 
 
 def canonical_dataset(name: str) -> str:
-    """A registered dataset name as :func:`anpvs.data.load_dataset` spells it (``mnist-test-sample`` ->
-    ``mnist_test_sample``); an unknown one is a :class:`ConfigError` listing the names."""
-    key = str(name).strip().lower().replace("-", "_")
-    if key not in dataset_names():
-        raise ConfigError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
-    return key
+    """:func:`anpvs.data.canonical_name` for a dataset the user named on the command line: an unknown name is a
+    usage error (:class:`ConfigError`, exit 2), not a damaged dataset."""
+    try:
+        return canonical_name(name)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
 
 
 def is_other_dataset(dataset: str | None, run_dataset: str) -> bool:

@@ -60,9 +60,10 @@ def evaluate_checkpoint(checkpoint: str | Path, *, spec: EvalSpec | None = None,
     (both default to 10). ``"autoattack"`` always runs beside ``"pgd"`` (``version="rand"`` when sampling).
     ``dataset``: evaluate on the test split of this registered dataset instead of the run's (e.g.
     ``mnist_test_sample``, 2,000 real MNIST test digits bundled with the package): read from ``data_dir`` only,
-    the run's ``data.test_limit`` not applied, a one-line :class:`ConfigError` when its images or classes are
-    not the model's; the default record is then ``eval_<dataset>.json`` (``eval_compact_<dataset>.json``, ...),
-    so the run's own record is kept (the run's own dataset named again changes only the record's name).
+    the run's ``data.test_limit`` not applied, a one-line :class:`ConfigError` for an unknown name
+    and when its images or classes are not the model's; the default record is then
+    ``eval_<dataset>.json`` (``eval_compact_<dataset>.json``, ...), so the run's own record is kept (the run's
+    own dataset named again changes only the record's name).
     The sanity checks (d) and (e) of :mod:`anpvs.evaluation.checks` run on the results: ``record["warnings"]``.
     ``latency`` adds the wall-clock latency of the masked and the compacted network
     (:func:`anpvs.evaluation.evaluate.efficiency`), measured after the attacks."""
