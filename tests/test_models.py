@@ -11,6 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from anpvs.models import create_model, list_models
+from anpvs.models.base import output_classes
 from anpvs.models.checkpoint import CheckpointError, load_weights
 
 # input (C, H, W) of each architecture family (``model.arch``)
@@ -174,3 +175,18 @@ def test_load_weights_rejects_mismatches() -> None:
     state["extra.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match="extra.weight"):
         load_weights(model, state)
+
+
+def test_output_classes_counts_the_classes_or_reports_a_misfit_in_eval_mode() -> None:
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.BatchNorm1d(8),
+                              torch.nn.Linear(8, 5))
+    net.train()
+    net[2].eval()  # a submodule whose flag differs from its parent's
+    before = {name: m.training for name, m in net.named_modules()}
+    seen: list[bool] = []
+    for m in net.modules():
+        m.register_forward_pre_hook(lambda m, inp: seen.append(m.training))
+    assert output_classes(net, torch.rand(1, 3, 2, 2)) == 5
+    assert seen and not any(seen)  # every module ran in eval mode
+    assert output_classes(net, torch.rand(1, 1, 28, 28)) is None  # 784 features, not 12: a RuntimeError
+    assert {name: m.training for name, m in net.named_modules()} == before

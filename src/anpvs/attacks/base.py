@@ -1,7 +1,8 @@
 """Threat-model geometry and the ``eval_mode`` context shared by every attack.
 
 The geometry (random start, ascent step, projection) lives here once; attacks differ only by
-their loss, number of steps and EOT samples (STYLE rule 5).
+their loss, number of steps and EOT samples (STYLE rule 5). ``eval_mode`` is defined in the layer below,
+:mod:`anpvs.models.base` (whose probe :func:`~anpvs.models.base.output_classes` runs under it), and re-exported.
 """
 
 from __future__ import annotations
@@ -13,19 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..models.base import eval_mode as eval_mode  # re-exported: every attack runs under it
+
 NORMS = ("linf", "l2")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` (all submodules) in eval mode and restore each module's own flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 @contextlib.contextmanager

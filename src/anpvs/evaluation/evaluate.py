@@ -23,6 +23,7 @@ from ..attacks import autoattack_flags, eval_mode
 from ..attacks.base import check_images
 from ..core import distributed
 from ..core.device import effective_precision
+from ..core.errors import StorageError
 from ..io.atomic import write_json
 from ..metrics.efficiency import weight_stats
 from ..metrics.vulnerability import vulnerability
@@ -216,5 +217,11 @@ def evaluation_record(*, model_name: str, method: str, dataset: str, seed: int, 
 
 
 def write_record(record: dict[str, Any], path: str | Path) -> None:
-    """Write a record atomically (:func:`anpvs.io.write_json`)."""
-    write_json(path, record)
+    """Write a record atomically (:func:`anpvs.io.write_json`). A :class:`~anpvs.core.errors.StorageError` (the
+    disk filled up, a quota, a read-only file system) carries ``record`` as its ``result``: what the command
+    computed is kept for its caller (``anpvs eval`` and ``anpvs check`` print it instead)."""
+    try:
+        write_json(path, record)
+    except StorageError as err:
+        err.result = record
+        raise

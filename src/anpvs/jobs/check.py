@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..core.config import EvalSpec
-from ..core.errors import ConfigError, StorageError, check_output_file
+from ..core.errors import ConfigError, check_output_file
 from ..evaluation.checks import check_eps_sweep, check_model, check_robust_above_clean, eps_sweep, sweep_eps
 from ..evaluation.evaluate import evaluation_record, write_record
 from ..io.rundir import RunDir
@@ -65,11 +65,7 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
         metrics={"n": len(data.test), "clean_acc": clean_acc, "sweep": rows}, checkpoint=str(checkpoint),
         extra={"checks": found, "warnings": all_warnings, "probe_size": len(x),
                "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-    try:
-        write_record(record, out)
-    except StorageError as err:  # the disk filled up during the checks: keep their result for the caller
-        err.result = record
-        raise
+    write_record(record, out)  # a full disk's StorageError carries the record: the checks' result is kept
     record["record_path"] = str(out)
     return record
 

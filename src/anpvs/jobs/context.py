@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from ..attacks import eval_mode
 from ..core import distributed
 from ..core.config import Config
 from ..core.device import resolve_device
 from ..core.errors import ConfigError, DataError
 from ..data import DataSplits, canonical_name, load_dataset
+from ..models.base import output_classes
 from ..models.checkpoint import checkpoint_name, load_model
 from ..training.run_config import checkpoint_config
 
@@ -66,15 +66,13 @@ class RunContext:
                               f"{tuple(data.input_shape)}")
         if classes is not None and int(classes) != data.num_classes:
             raise ConfigError(f"{what} with {classes} classes; {data.name} has {data.num_classes}")
-        x = data.test.images[:1].to(self.device).float().div(255)
-        try:  # checkpoints without data metadata: the model must at least take the images
-            with torch.no_grad(), eval_mode(self.model):
-                out = self.model(x)
-        except RuntimeError:
+        # checkpoints without data metadata: the model must at least take the images
+        out_classes = output_classes(self.model, data.test.images[:1].to(self.device).float().div(255))
+        if out_classes is None:
             raise ConfigError(f"{self.checkpoint} does not accept {data.name}'s images of shape "
-                              f"{tuple(data.input_shape)}") from None
-        if out.shape[-1] != data.num_classes:
-            raise ConfigError(f"{self.checkpoint} predicts {out.shape[-1]} classes; {data.name} has "
+                              f"{tuple(data.input_shape)}")
+        if out_classes != data.num_classes:
+            raise ConfigError(f"{self.checkpoint} predicts {out_classes} classes; {data.name} has "
                               f"{data.num_classes}")
 
 

@@ -10,15 +10,16 @@ from typing import Any
 
 import torch
 
-from ..attacks import ThreatSpec, eval_mode
+from ..attacks import ThreatSpec
 from ..core.config import MAX_FLOAT, EvalSpec
 from ..core.device import effective_precision
-from ..core.errors import ConfigError, StorageError, check_output_file
+from ..core.errors import ConfigError, check_output_file
 from ..core.registry import ATTACKS
 from ..evaluation.checks import check_metrics
 from ..evaluation.evaluate import efficiency, evaluate, evaluation_record, write_record
 from ..io.rundir import RunDir
 from ..methods.target import asked_target
+from ..models.base import output_classes
 from ..models.checkpoint import CheckpointError, checkpoint_name, checkpoint_paths, is_compact_checkpoint, load_model
 from ..training.run_config import checkpoint_config
 from .context import canonical_dataset, check_batch_size, is_other_dataset, open_run, sampling_setup
@@ -33,12 +34,10 @@ def _check_source(source: torch.nn.Module, src_ckpt: dict[str, Any], ckpt: dict[
     if None not in shapes and list(shapes[0]) != list(shapes[1]):
         raise ConfigError(f"the black-box source was trained on images of shape {tuple(shapes[1])}, "
                           f"the target on {tuple(shapes[0])}")
-    try:
-        with torch.no_grad(), eval_mode(source):
-            classes = source(x).shape[-1]
-    except RuntimeError:
+    classes = output_classes(source, x)
+    if classes is None:
         raise ConfigError(f"the black-box source does not accept the target's test images of shape "
-                          f"{tuple(x.shape[1:])}") from None
+                          f"{tuple(x.shape[1:])}")
     if classes != num_classes:
         raise ConfigError(f"the black-box source predicts {classes} classes, the target's dataset has {num_classes}")
 
@@ -134,12 +133,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, spec: EvalSpec | None = None,
         attack=attack_desc, metrics=metrics, checkpoint=str(checkpoint), source=str(source) if source else None,
         extra={"data_source": data.source, "epochs": ckpt.get("epoch"), "warnings": check_metrics(metrics),
                **asked_target(cfg)})  # a unit target beside the achieved metrics["unit_sparsity"]
-    if world.is_main:
-        try:
-            write_record(record, out)
-        except StorageError as err:  # the disk filled up during the evaluation: keep its result for the caller
-            err.result = record
-            raise
+    if world.is_main:  # a full disk's StorageError carries the record: the evaluation's result is kept
+        write_record(record, out)
     record["record_path"] = str(out)
     return record
 

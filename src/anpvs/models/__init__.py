@@ -4,9 +4,10 @@ Every module of this package is imported on the first lookup (:class:`anpvs.core
 architecture is one file here: a :class:`~anpvs.models.base.Classifier` implementing the architecture protocol
 (:mod:`anpvs.models.base`; docs/architecture.md) with ``@register_model("name")`` (and ``"name_bbd"``).
 
-Beside the architectures, what every architecture shares: :mod:`.base` (the protocol), :mod:`.compaction` (the
-compacted network's building blocks), :mod:`.masks` (a model's Beta-Bernoulli masks and active units),
-:mod:`.compact` (physical compaction of any architecture) and :mod:`.checkpoint` (self-describing checkpoints)."""
+Beside the architectures, what every architecture shares: :mod:`.base` (the protocol, ``eval_mode`` and the
+probe ``output_classes``), :mod:`.compaction` (the compacted network's building blocks), :mod:`.masks` (a model's
+Beta-Bernoulli masks and active units), :mod:`.compact` (physical compaction of any architecture) and
+:mod:`.checkpoint` (self-describing checkpoints)."""
 
 from __future__ import annotations
 

@@ -26,8 +26,9 @@ that none of them names an architecture; docs/architecture.md, "The architecture
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -85,6 +86,29 @@ class Classifier(nn.Module):
     def compact_state(self, latents: bool = False) -> dict[str, Tensor]:  # pragma: no cover
         """The state dict of ``compact_class`` computing this model's eval forward (see :mod:`anpvs.models.compact`)."""
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` (all submodules) in eval mode and restore each module's own flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def output_classes(model: nn.Module, x: Tensor) -> int | None:
+    """How many classes ``model`` predicts for the images ``x`` (its logits' last dimension), from one forward in
+    eval mode without gradients (each module's train/eval flag restored); ``None`` when it does not take them (a
+    ``RuntimeError``: other channels or another image size than its layers were made for)."""
+    try:
+        with torch.no_grad(), eval_mode(model):
+            return model(x).shape[-1]
+    except RuntimeError:
+        return None
 
 
 def scaled_width(channels: int, width: float) -> int:

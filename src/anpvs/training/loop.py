@@ -22,7 +22,7 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..attacks import PGD, eval_mode
+from ..attacks import PGD
 from ..core import distributed
 from ..core.config import Config
 from ..core.device import effective_precision, resolve_device, seed_everything
@@ -33,6 +33,7 @@ from ..io.atomic import append_text, write_text
 from ..io.rundir import RunDir
 from ..methods import METHODS, Method, build_method
 from ..models import MODELS, create_model
+from ..models.base import output_classes
 from ..models.checkpoint import (
     atomic_save,
     head_parameter_names,
@@ -70,12 +71,9 @@ def build_model(cfg: Config, method: Method, input_shape: tuple[int, int, int], 
         model = create_model(name, **kwargs)
     except ValueError as e:  # an architecture argument out of its range (model.width, model.depth, ...)
         raise ConfigError(f"model {name!r}: {e}; change the model.* setting") from None
-    try:
-        with torch.no_grad(), eval_mode(model):
-            model(torch.zeros(1, *input_shape))
-    except RuntimeError:
+    if output_classes(model, torch.zeros(1, *input_shape)) is None:
         raise TrainingError(f"model {name!r} does not accept {cfg.data.name} images of shape {tuple(input_shape)}; "
-                            f"pick a model made for this input size") from None
+                            f"pick a model made for this input size")
     return model
 
 
