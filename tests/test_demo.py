@@ -58,7 +58,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def registry(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pretrained registry holding the two tiny runs under the names part 1 looks for."""
     folder = tmp_path_factory.mktemp("registry")
-    _script("make_pretrained").build([("mnist/at", runs["at"]), ("mnist/anp_vs", runs["anp_vs"])], folder)
+    _script("make_pretrained").build([("mnist/at", runs["at"]), ("mnist/anp_vs", runs["anp_vs"])], folder,
+                                    check_limit=16)
     return folder
 
 
@@ -231,7 +232,7 @@ def test_part_1_evaluates_the_pretrained_models_on_the_bundled_test_digits(
 def test_a_registry_with_one_of_the_models_shows_it_and_names_the_other(
         runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "registry"
-    _script("make_pretrained").build([("mnist/at", runs["at"])], folder)
+    _script("make_pretrained").build([("mnist/at", runs["at"])], folder, check_limit=16)
     monkeypatch.setenv(pretrained.ENV, str(folder))
     monkeypatch.setattr(runner, "PRETRAINED_TEST_LIMIT", 10)
     monkeypatch.setattr(runner, "PRETRAINED_PGD", {**runner.PRETRAINED_PGD, "steps": 1})

@@ -4,7 +4,8 @@
 
 Two tiny real runs on the bundled digits (a Standard model, and an ANP-VS model from it cut to fixed unit
 counts so that it has a compacted twin), evaluated, then built into a registry in a temporary folder that
-``$ANPVS_PRETRAINED_DIR`` points at: the tests never write into the package.
+``$ANPVS_PRETRAINED_DIR`` points at: the tests never write into the package. The package's own registry is
+only read: each model it ships must reproduce the ``check`` of its manifest entry.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from _toys import run_cli
 
 import anpvs
 from anpvs.core.config import flatten
+from anpvs.data import DataNotFoundError, default_data_dir, load_dataset
 from anpvs.io import pretrained
 from anpvs.io.rundir import RunDir
 
@@ -35,6 +37,10 @@ TINY = ["--dataset", "mnist_sample", "--train-limit", "256", "--test-limit", "64
         "--batch-size", "32", "--device", "cpu", "--quiet", "--set", "train.lr_milestones=[]"]
 #: the evaluation of the runs, and of the pretrained models that must reproduce it
 EVAL = ["--test-limit", "64", "--steps", "2", "--no-latency", "--device", "cpu", "--quiet"]
+#: test images of the builder's check of the tiny models (the models of the package use its default, 200)
+CHECK_LIMIT = 32
+#: the datasets bundled with anpvs, which a check can always use
+BUNDLED = ("mnist_sample", "mnist_test_sample")
 
 
 def _builder():
@@ -71,7 +77,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         "protocol": "mnist_sample.yaml", "table": "mnist", "scale": "sample", "seeds": [0],
         "rows": [{"key": "standard", "label": "Standard"}], "runs": {"standard/seed0": "runs/standard/seed0"}}))
     registry = tmp / "registry"
-    make_pretrained.build([("tiny/standard", std), ("tiny/anp_vs", anp)], registry)
+    make_pretrained.build([("tiny/standard", std), ("tiny/anp_vs", anp)], registry, check_limit=CHECK_LIMIT)
     return Built(registry, std, anp)
 
 
@@ -168,6 +174,41 @@ def test_the_builder_records_files_hashes_command_and_metrics(built: Built) -> N
     assert "--init runs/tiny/standard/checkpoint.pt" in anp["training"]["command"]
 
 
+def test_the_builder_records_a_check_on_the_bundled_test_digits(built: Built) -> None:
+    entries = manifest(built)
+    for name, run in (("tiny/standard", built.standard), ("tiny/anp_vs", built.anp_vs)):
+        check = entries[name]["check"]
+        # the runs are on MNIST's images: the check is on the real MNIST test digits bundled with anpvs, with the
+        # model's own evaluation spec (PGD-40 of its config, not the --steps 2 of its record)
+        assert {k: check[k] for k in ("dataset", "test_limit", "n", "seed", "device")} == {
+            "dataset": "mnist_test_sample", "test_limit": CHECK_LIMIT, "n": CHECK_LIMIT, "seed": 0, "device": "cpu"}
+        assert check["attack"] == {"norm": "linf", "eps": 0.3, "step_size": 0.01, "steps": 40, "restarts": 1}
+        assert 0 <= check["pgd_acc"] <= check["clean_acc"] <= 100
+        assert check["command"] == (f"anpvs eval pretrained:{name} --dataset mnist_test_sample --test-limit "
+                                    f"{CHECK_LIMIT} --seed 0 --device cpu --no-latency")
+        assert sorted(p.name for p in run.iterdir() if p.name.startswith("eval")) == ["eval.json"]  # nothing new
+    assert sorted(p.relative_to(built.registry).as_posix() for p in built.registry.rglob("*") if p.is_file()) == [
+        "manifest.yaml", "tiny/anp_vs.compact.pt", "tiny/anp_vs.pt", "tiny/standard.pt"]
+    # the run folders without the machine's paths, beside the SHA-256 of their checkpoints
+    std, anp = entries["tiny/standard"]["training"], entries["tiny/anp_vs"]["training"]
+    assert std["run"] == "runs/standard/seed0" and anp["run"].endswith("/anp_vs") and anp["run"].count("/") == 2
+    assert std["source_sha256"] == pretrained.sha256_file(RunDir(built.standard).checkpoint)
+    assert str(built.registry.parent) not in (built.registry / pretrained.MANIFEST).read_text()
+
+
+def test_the_builder_refuses_a_check_without_its_data(built: Built, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(built.standard, run)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    ckpt["config"]["data"]["name"] = "fashion_mnist"  # a dataset that is not bundled (same images and classes)
+    torch.save(ckpt, run / "checkpoint.pt")
+    with pytest.raises(make_pretrained.BuildError, match="fashion_mnist test data of its check are not found in "
+                                                         ".*; give their folder with --check-data-dir DIR"):
+        make_pretrained.build([("tiny/other", run)], tmp_path / "reg", check_limit=4,
+                              check_data_dir=str(tmp_path / "nodata"))
+    assert not (tmp_path / "reg").exists()  # refused before any file is written
+
+
 @pytest.mark.parametrize("name", ["tiny/standard", "tiny/anp_vs"])
 def test_the_training_command_rebuilds_the_runs_config(built: Built, name: str) -> None:
     from anpvs.cli import _train_config, build_parser
@@ -224,6 +265,68 @@ def test_eval_of_a_pretrained_model_reproduces_its_manifest(use: Built, tmp_path
         assert rec["checkpoint"] == spec and rec["metrics"]["n"] == m["n"]
         assert (rec["metrics"]["clean_acc"], rec["metrics"]["pgd_acc"]) == (m["clean_acc"], m["pgd_acc"])
     assert snapshot(use.registry) == before
+
+
+@pytest.mark.parametrize("name", ["tiny/standard", "tiny/anp_vs"])
+def test_eval_of_a_pretrained_model_reproduces_its_check(use: Built, tmp_path: Path, name: str) -> None:
+    """The check's command, run on this machine, gives the check's accuracies exactly."""
+    check = manifest(use)[name]["check"]
+    argv = shlex.split(check["command"])
+    assert argv[:3] == ["anpvs", "eval", f"pretrained:{name}"]
+    assert run_cli([*argv[1:], "--quiet"]) == 0
+    rec = json.loads((tmp_path / "runs/pretrained" / name / "eval_mnist_test_sample.json").read_text())
+    assert rec["dataset"] == check["dataset"] and rec["metrics"]["n"] == check["n"]
+    assert {k: rec["attack"][k] for k in check["attack"]} == check["attack"]
+    assert (rec["metrics"]["clean_acc"], rec["metrics"]["pgd_acc"]) == (check["clean_acc"], check["pgd_acc"])
+
+
+def _shipped() -> list:
+    """The models of the package's own registry (never $ANPVS_PRETRAINED_DIR's), one test each."""
+    try:
+        models = pretrained.read_manifest(Path(anpvs.__file__).resolve().parent / "pretrained")
+    except pretrained.PretrainedError as e:  # reported by the test, not as an error of the whole module
+        return [pytest.param(e, id="manifest")]
+    if not models:
+        return [pytest.param(None, id="none", marks=pytest.mark.skip(reason="no pretrained models are shipped in "
+                                                                          "this version of anpvs"))]
+    return [pytest.param(m, id=m.name) for m in models]
+
+
+def _images(acc: float, n: int) -> int:
+    return round(acc * n / 100)
+
+
+@pytest.mark.parametrize("model", _shipped())
+def test_each_shipped_model_reproduces_its_check(model: pretrained.Pretrained, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``anpvs eval pretrained:NAME`` with the arguments of the manifest's ``check`` gives its clean and PGD
+    accuracy within one image. On the machine that built the check they are the same exactly (the test above);
+    another CPU, thread count or torch build may order the floating-point reductions differently, and a last-bit
+    difference can move one attacked image across the decision boundary. The checks are made on a CPU (the
+    builder's default), and evaluated again on the CPU here. A check on a dataset that is not bundled runs when
+    its data are in the default data folder ($ANPVS_DATA_DIR), and is skipped otherwise."""
+    if isinstance(model, Exception):
+        raise model
+    monkeypatch.delenv(pretrained.ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    check = model.info.get("check")
+    assert isinstance(check, dict), f"{model.name} has no check: rebuild it with scripts/make_pretrained.py"
+    argv = shlex.split(check["command"])
+    assert argv[:3] == ["anpvs", "eval", f"pretrained:{model.name}"]
+    assert argv[argv.index("--dataset") + 1] == check["dataset"]
+    assert argv[argv.index("--test-limit") + 1] == str(check["test_limit"])
+    if check["dataset"] not in BUNDLED:
+        try:
+            load_dataset(check["dataset"], None, test_limit=1)
+        except DataNotFoundError:
+            pytest.skip(f"{model.name}: {check['dataset']} is not in {default_data_dir()} (set ANPVS_DATA_DIR)")
+        argv += ["--data-dir", str(default_data_dir())]
+    out = tmp_path / "check.json"
+    assert run_cli([*argv[1:], "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+    m = json.loads(out.read_text())["metrics"]
+    assert m["n"] == check["n"]
+    for key in ("clean_acc", "pgd_acc"):
+        assert abs(_images(m[key], m["n"]) - _images(check[key], m["n"])) <= 1, (key, m[key], check[key])
 
 
 def test_attack_source_check_and_compact_take_pretrained_names(use: Built, tmp_path: Path) -> None:
@@ -319,7 +422,12 @@ def test_a_tampered_file_is_refused_before_torch_load(built: Built, tmp_path: Pa
     (lambda m: m["models"].append(copy.deepcopy(m["models"][0])), "lists tiny/anp_vs twice"),
     (lambda m: m["models"][0].update(name="Mnist/x y"), "has no valid name"),
     (lambda m: m.update(format="something-else"), "is not a format_version 1"),
-], ids=["dotdot", "absolute", "short-sha", "twice", "bad-name", "format"])
+    (lambda m: m["models"][0]["check"].update(pgd_acc=101.0), "tiny/anp_vs check has no pgd_acc, an accuracy in"),
+    (lambda m: m["models"][1]["check"].update(test_limit=0), "tiny/standard check has no test_limit"),
+    (lambda m: m["models"][0]["check"].update(dataset="/data/x"), "check names no dataset"),
+    (lambda m: m["models"][0].update(check=[1, 2]), "check is not a mapping"),
+], ids=["dotdot", "absolute", "short-sha", "twice", "bad-name", "format", "check-acc", "check-limit",
+        "check-dataset", "check-list"])
 def test_a_bad_manifest_is_one_line(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str], edit, fragment: str) -> None:
     registry = _tampered(built, tmp_path, lambda p: None)
@@ -346,3 +454,13 @@ def test_the_cli_still_imports_no_torch_and_the_api_is_lazy() -> None:
             "print(','.join(m for m in ('torch', 'yaml') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_commands_name_no_machine_data_folder(built: Built, tmp_path: Path) -> None:
+    """A run trained from ``--data-dir`` of its machine: the manifest's command names ``~/data/DATASET`` instead
+    (committed files carry no machine paths)."""
+    config = yaml.safe_load(RunDir(built.standard).config.read_text())
+    config["data"]["dir"] = str(tmp_path / "datasets" / "mnist-idx")
+    argv = shlex.split(make_pretrained.train_command(config, "tiny/standard", {}))
+    assert str(tmp_path) not in " ".join(argv)
+    assert argv[argv.index("--data-dir") + 1] == f"~/data/{config['data']['name']}"

@@ -16,7 +16,11 @@ named by ``$ANPVS_PRETRAINED_DIR``. Its ``manifest.yaml`` (read by the bounded Y
       dataset: mnist
       training: {command: anpvs train ..., protocol: ..., epochs: 20, ...}
       metrics: {n: 10000, clean_acc: ..., pgd_acc: ..., vulnerability: ..., flops_speedup: ..., ...}
+      check: {dataset: mnist_test_sample, test_limit: 200, seed: 0, clean_acc: ..., pgd_acc: ..., command: ...}
 
+``check`` (optional) is the model evaluated again by ``anpvs eval pretrained:NAME`` on a fixed subset
+(``dataset``, ``test_limit`` images, attack seed ``seed``) that runs anywhere for MNIST models (the bundled
+``mnist_test_sample``); ``tests/test_pretrained.py`` reproduces it for each shipped model whose data it finds.
 ``scripts/make_pretrained.py`` writes it from finished runs. A model is read by :func:`read_verified`: the
 file's size and SHA-256 must be the manifest's before anything parses it
 (:func:`anpvs.models.checkpoint.read_checkpoint` then validates it like any checkpoint file). Commands never write
@@ -53,6 +57,7 @@ BUILD = "python scripts/make_pretrained.py NAME=RUN_DIR ... (README, Pretrained 
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}/[a-z0-9][a-z0-9_-]{0,59}")
 _SHA = re.compile(r"[0-9a-f]{64}")
+_DATASET = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 
 class PretrainedError(AnpvsError):
@@ -75,7 +80,7 @@ class Pretrained:
     name: str
     weights: ModelFile
     compact: ModelFile | None
-    info: dict[str, Any] = field(default_factory=dict)  # model, method, dataset, training, metrics
+    info: dict[str, Any] = field(default_factory=dict)  # model, method, dataset, training, metrics, check
 
 
 def registry_dir() -> Path:
@@ -116,6 +121,32 @@ def _file(raw: Any, where: Path, what: str) -> ModelFile:
     return ModelFile(path, digest, size)
 
 
+def _count(value: Any, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+
+
+def _check(raw: Any, where: Path, name: str) -> None:
+    """The optional ``check`` entry: a dataset name, a positive ``test_limit`` and accuracies in [0, 100]."""
+    if raw is None:
+        return
+    what = f"{name} check"
+    if not isinstance(raw, dict):
+        raise _bad(where, f"{what} is not a mapping of dataset, test_limit, clean_acc and pgd_acc")
+    if not isinstance(raw.get("dataset"), str) or not _DATASET.fullmatch(raw["dataset"]):
+        raise _bad(where, f"{what} names no dataset such as mnist_test_sample (got {short(raw.get('dataset'))})")
+    if not _count(raw.get("test_limit"), 1):
+        raise _bad(where, f"{what} has no test_limit, a positive number of images (got {short(raw.get('test_limit'))})")
+    for key, minimum in (("n", 1), ("seed", 0)):
+        if raw.get(key) is not None and not _count(raw[key], minimum):
+            raise _bad(where, f"{what} has a {key} that is not an integer >= {minimum} (got {short(raw[key])})")
+    for key in ("clean_acc", "pgd_acc"):
+        value = raw.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+            raise _bad(where, f"{what} has no {key}, an accuracy in [0, 100] (got {short(value)})")
+    if raw.get("command") is not None and not isinstance(raw["command"], str):
+        raise _bad(where, f"{what} has a command that is not a string (got {short(raw['command'])})")
+
+
 def read_manifest(folder: str | os.PathLike[str] | None = None) -> list[Pretrained]:
     """The models of the registry in ``folder`` (default :func:`registry_dir`), checked; [] for an empty one."""
     from .yamlfile import read_yaml
@@ -140,6 +171,7 @@ def read_manifest(folder: str | os.PathLike[str] | None = None) -> list[Pretrain
         if any(m.name == name for m in models):
             raise _bad(where, f"it lists {name} twice")
         compact = None if raw.get("compact") is None else _file(raw["compact"], where, f"{name} compact")
+        _check(raw.get("check"), where, name)
         info = {k: v for k, v in raw.items() if k not in ("name", "file", "sha256", "size", "compact")}
         models.append(Pretrained(name, _file(raw, where, name), compact, info))
     return models
