@@ -825,6 +825,22 @@ def test_the_yaml_bomb_is_refused_in_under_a_second(tmp_path: Path, capsys: pyte
     assert "alias" in _one_error_line(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("command", ["train --config", "reproduce --protocol"])
+def test_a_fresh_process_refuses_the_yaml_bomb_before_importing_torch(tmp_path: Path, command: str) -> None:
+    """In a new process (the user's case: torch not yet imported, about a second to import on 2 cores) the bomb
+    is refused by the bounded reader before anything imports torch."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_bytes(_alias_bomb() if command.startswith("train") else PROTOCOL + b"notes: "
+                     + _alias_bomb().split(b"epochs: ")[1])
+    argv = [*command.split(), str(bomb), "--out", str(tmp_path / "run")]
+    code = (f"import sys\nfrom anpvs.cli import main\ntry:\n    rc = main({argv!r})\nexcept SystemExit as e:\n"
+            f"    rc = e.code\nprint(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["2", "False"], out
+    assert "alias" in _one_error_line(out.stderr)
+    assert not (tmp_path / "run").exists()
+
+
 # --------------------------------------------------------------------------------------------------------
 # Signals, kill -9 and concurrent runs (subprocesses)
 # --------------------------------------------------------------------------------------------------------

@@ -236,8 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_config(args: argparse.Namespace):
     from .core.config import load_yaml, parse_override
-    from .training.run_config import build_config
 
+    # the YAML first (bounded: size, depth, no aliases, no duplicate keys), before the resolution below imports
+    # torch with the registries: a hostile file is refused in a fraction of a second
     base = load_yaml(args.config) if args.config else {}
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if "." in k and v is not None}
     for _, key, _, _ in TRAIN_FLAGS:
@@ -246,13 +247,15 @@ def _train_config(args: argparse.Namespace):
     for text in args.overrides:
         k, v = parse_override(text)
         overrides[k] = v
+    from .training.run_config import build_config
+
     return build_config(overrides, base=base)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
-    cfg = _train_config(args)  # before torch is imported: a bad config is refused in a fraction of a second
+    cfg = _train_config(args)  # before any data or model is touched: a bad config costs no training
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
@@ -341,10 +344,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .jobs.reproduce import format_summary, reproduce
-
     if args.table is None and args.protocol is None:
         raise ConfigError("give --table mnist|cifar10|cifar100 (or --protocol FILE)")
+    if args.protocol is not None:  # the bounded YAML reader before torch: a hostile file costs no second
+        from .io.yamlfile import read_protocol_file
+
+        read_protocol_file(args.protocol, ConfigError)
+    from .jobs.reproduce import format_summary, reproduce
     try:
         summary = reproduce(args.table, seeds=args.seeds, scale=args.scale, out=args.out, rows=args.rows,
                             protocol=args.protocol, device=args.device, data_dir=args.data_dir,

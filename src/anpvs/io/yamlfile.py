@@ -119,3 +119,12 @@ def read_yaml(path: str | os.PathLike[str], *, what: str, error: type[Exception]
 
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "BoundedLoader", "YamlRefused", "parse_yaml", "read_yaml"]
+
+
+def read_protocol_file(path: str | os.PathLike[str], error: type[Exception]) -> Any:
+    """The YAML document of an ``anpvs reproduce --protocol`` file (:func:`read_yaml`), ``error`` when it is
+    none. The command line reads it once before its job imports torch, so that a hostile file is refused in a
+    fraction of a second; the job reads it again and checks what it holds."""
+    return read_yaml(path, what="protocol file", error=error,
+                     fix="pass a protocol YAML file (see the shipped ones in anpvs/protocols)")
+

@@ -9,7 +9,7 @@ from typing import Any
 from ...core.config import ConfigError, flatten
 from ...core.errors import short
 from ...evaluation.paper_results import TABLES, paper_labels
-from ...io.yamlfile import read_yaml
+from ...io.yamlfile import read_protocol_file
 
 #: shipped protocol scales (not every table has every scale: :func:`available_scales`)
 SCALES = ("paper", "full", "sample", "cpu")
@@ -117,8 +117,7 @@ def _run_entry(value: Any, where: str, default_method: str | None) -> dict[str, 
 def load_protocol(path: str | Path) -> dict[str, Any]:
     """Read and check a protocol file; returns it normalised (overrides flattened to dotted keys)."""
     path = Path(path)
-    raw = read_yaml(path, what="protocol file", error=ProtocolError,
-                    fix="pass a protocol YAML file (see the shipped ones in anpvs/protocols)") or {}
+    raw = read_protocol_file(path, ProtocolError) or {}
     raw = _mapping(raw, f"protocol {path.name}")
     unknown = set(raw) - _TOP_KEYS
     if unknown:
