@@ -531,3 +531,113 @@ def test_tables_only_with_a_finished_pretraining_and_its_row_not_evaluated(tmp_p
     summary = rp.reproduce(protocol=protocol, seeds=1, out=out, device="cpu", progress=False, train=False)
     assert "Pre: seed(s) 0 missing (not evaluated yet)." in summary["markdown"]
     assert "Standard: seed(s) 0 missing (not trained yet)." in summary["markdown"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# --tables-only and a row evaluated a second time with sampled weights (sampled_eval)
+
+SAMPLED_ROW = "  at_bnn: {label: AT BNN, sampled_eval: true, overrides: {train.epochs: 1}}\n"
+
+
+@pytest.fixture(scope="module")
+def _sampled_repro(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny reproduction of one AT BNN row with ``sampled_eval`` (1 epoch, 32 test images): its protocol and
+    its folder, trained and evaluated once for the tests below, which copy it."""
+    tmp = tmp_path_factory.mktemp("sampled")
+    protocol = tmp / "tiny.yaml"
+    protocol.write_text(TINY.replace("rows:\n", "rows:\n" + SAMPLED_ROW))
+    out = tmp / "out"
+    rp.reproduce(protocol=protocol, seeds=1, out=out, rows=["at_bnn"], device="cpu", figures=False, progress=False)
+    return protocol, out
+
+
+def _tables_only_copy(sampled_repro: tuple[Path, Path], tmp_path: Path, monkeypatch) -> tuple[Path, Path, dict]:
+    protocol, trained = sampled_repro
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)  # with the files' times: the records stay current for their checkpoints
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("--tables-only must not train or evaluate")
+
+    monkeypatch.setattr(rp_run, "fit", no_training)
+    monkeypatch.setattr(rp_run, "evaluate_checkpoint", no_training)
+    for name in ("table.md", "table.csv", "table.json"):
+        (out / name).unlink()
+    return protocol, out, {"protocol": protocol, "seeds": 1, "out": out, "rows": ["at_bnn"], "device": "cpu",
+                           "progress": False, "train": False}
+
+
+def test_tables_only_keeps_the_sampled_weights_row_of_its_record(_sampled_repro, tmp_path: Path, monkeypatch) -> None:
+    _, trained = _sampled_repro
+    assert (trained / "runs/at_bnn/seed0/eval_bb_sampled.json").is_file()
+    assert "AT BNN (sampled weights, EOT)" in _table(trained)
+    _, out, kw = _tables_only_copy(_sampled_repro, tmp_path, monkeypatch)
+    summary = rp.reproduce(**kw)
+    assert summary["failed"] == {}
+    for name in ("table.md", "table.csv", "table.json"):  # the training run's tables, byte for byte
+        assert (out / name).read_bytes() == (trained / name).read_bytes(), name
+
+    # without the checkpoints (a results folder keeps none) the records alone give the same tables
+    for ckpt in out.rglob("checkpoint.pt"):
+        ckpt.unlink()
+    rp.reproduce(**kw)
+    for name in ("table.md", "table.csv", "table.json"):
+        assert (out / name).read_bytes() == (trained / name).read_bytes(), name
+
+
+def test_tables_only_footnotes_a_sampled_weights_record_missing_or_stale(_sampled_repro, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    _, trained = _sampled_repro
+    _, out, kw = _tables_only_copy(_sampled_repro, tmp_path, monkeypatch)
+    record = out / "runs/at_bnn/seed0/eval_bb_sampled.json"
+    note = "AT BNN (sampled weights, EOT): seed(s) 0 missing (not evaluated yet)."
+    made = record.stat().st_mtime_ns
+
+    rec = json.loads(record.read_text())
+    record.write_text(json.dumps({**rec, "attack": {**rec["attack"], "sampled_weights": False}}))  # another attack
+    os.utime(record, ns=(made, made))
+    summary = rp.reproduce(**kw)
+    assert summary["failed"] == {"at_bnn (sampled weights, EOT)/seed0": "not evaluated yet"}
+    assert note in summary["markdown"]
+    assert set(_table(out)) == {"AT BNN"} and _table(out)["AT BNN"] == _table(trained)["AT BNN"]
+
+    record.write_text(json.dumps(rec))  # the record again, but older than its (retrained) checkpoint
+    os.utime(record, ns=(made, made))
+    ckpt = out / "runs/at_bnn/seed0/checkpoint.pt"
+    main_rec = out / "runs/at_bnn/seed0/eval_bb.json"
+    later = made + 10**9
+    os.utime(ckpt, ns=(later, later))
+    os.utime(main_rec, ns=(later + 1, later + 1))  # its main record made after it
+    assert note in rp.reproduce(**kw)["markdown"]
+
+    record.unlink()  # deleted
+    summary = rp.reproduce(**kw)
+    assert note in summary["markdown"] and set(_table(out)) == {"AT BNN"}
+    for ckpt in out.rglob("checkpoint.pt"):  # the same without checkpoints
+        ckpt.unlink()
+    summary = rp.reproduce(**kw)
+    assert note in summary["markdown"] and set(_table(out)) == {"AT BNN"}
+
+
+def test_tables_only_reads_each_checkpoint_once(_sampled_repro, tmp_path: Path, monkeypatch) -> None:
+    from collections import Counter
+
+    _, trained = _sampled_repro
+    _, out, kw = _tables_only_copy(_sampled_repro, tmp_path, monkeypatch)
+    reads: Counter[str] = Counter()
+    real_read = rp_run.read_checkpoint
+
+    def counting_read(path, *args, **kwargs):
+        reads[str(path)] += 1
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(rp_run, "read_checkpoint", counting_read)
+    rp.reproduce(**kw)
+    assert (out / "table.md").read_bytes() == (trained / "table.md").read_bytes()
+    assert reads == Counter({str(out / f"runs/{run}/checkpoint.pt"): 1 for run in ("source", "at_bnn/seed0")})
+    # an unreadable checkpoint is tried once too, and footnoted as before
+    (out / "runs/at_bnn/seed0/checkpoint.pt").write_bytes(b"not a checkpoint")
+    reads.clear()
+    summary = rp.reproduce(**kw)
+    assert summary["failed"] == {"at_bnn/seed0": "its checkpoint cannot be read"}
+    assert max(reads.values()) == 1 and len(reads) == 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +40,37 @@ def _training_keys(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flatten(cfg_dict).items() if not k.startswith(_NOT_TRAINING)}
 
 
-def config_drift(job: Job, *, records: bool = False) -> dict[str, tuple[Any, Any]]:
+class _ReadOnce:
+    """:func:`read_checkpoint` that reads a file at most once: ``--tables-only`` looks at a run's checkpoint twice,
+    its config (:func:`config_drift`) and its epoch (:func:`_finished`), and one instance per run keeps no more
+    than that run's checkpoint in memory. An unreadable checkpoint raises its error again."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+        self._got: dict[str, Any] | CheckpointError | None = None
+
+    def __call__(self, path: Path) -> dict[str, Any]:
+        if self._got is None or self._path != path:
+            try:
+                self._got = read_checkpoint(path)
+            except CheckpointError as e:
+                self._got = e
+            self._path = path
+        if isinstance(self._got, CheckpointError):
+            raise self._got
+        return self._got
+
+
+def config_drift(job: Job, *, records: bool = False,
+                 read: Callable[[Path], dict[str, Any]] | None = None) -> dict[str, tuple[Any, Any]]:
     """``{key: (saved, protocol)}`` for training settings of an existing checkpoint that differ from the plan.
 
     ``records`` (``--tables-only``): a run without its checkpoint but with a logged epoch (a results folder
     keeps no checkpoints) is compared through its ``config.yaml``, which training writes with the config it
-    saves in the checkpoint."""
+    saves in the checkpoint. ``read``: how the checkpoint is read (default :func:`read_checkpoint`)."""
     try:
         if job.checkpoint.exists():
-            saved_cfg = read_checkpoint(job.checkpoint)["config"]
+            saved_cfg = (read or read_checkpoint)(job.checkpoint)["config"]
         elif records and _logged_epoch(job) > 0:
             saved_cfg = read_yaml(RunDir(job.run_dir).config, what="run config", error=ConfigError, fix="")
         else:
@@ -146,10 +169,14 @@ def _logged_epoch(job: Job) -> int:
     return max((e["epoch"] for e in entries if isinstance(e, dict) and type(e.get("epoch")) is int), default=0)
 
 
-def _finished(job: Job, source: Job | None, epochs: dict[str, int], proto: dict[str, Any],
-              out: Path) -> tuple[int, dict[str, Any] | None] | str | None:
-    """For ``--tables-only``: ``(epoch, record)`` of a run that is trained and evaluated (``record`` None for
-    runs without an evaluation), else why not (a footnote). Nothing is trained or evaluated.
+def _finished(job: Job, source: Job | None, epochs: dict[str, int], proto: dict[str, Any], out: Path, *,
+              read: Callable[[Path], dict[str, Any]] | None = None
+              ) -> tuple[int, dict[str, Any] | None, dict[str, Any] | str | None] | str:
+    """For ``--tables-only``: ``(epoch, record, sampled)`` of a run that is trained and evaluated (``record`` None
+    for runs without an evaluation), else why not (a footnote). Nothing is trained or evaluated. ``sampled``: for
+    a row with ``sampled_eval``, the record of its evaluation with sampled weights (``eval_bb_sampled.json``),
+    which counts by the same rule as ``record``, or why it is still to do; None for other runs. ``read``: how the
+    checkpoint is read (default :func:`read_checkpoint`).
 
     With the run's checkpoint there, a record counts only when it is current for it (:func:`_current_record`),
     as during the run. Without it but with its records (a results folder keeps no checkpoints), the table is
@@ -163,13 +190,13 @@ def _finished(job: Job, source: Job | None, epochs: dict[str, int], proto: dict[
     records_of: Path | None = None
     if job.checkpoint.is_file():
         try:
-            epoch = int(read_checkpoint(job.checkpoint)["epoch"])
+            epoch = int((read or read_checkpoint)(job.checkpoint)["epoch"])
         except (CheckpointError, KeyError, TypeError, ValueError):
             return "its checkpoint cannot be read"
         if epoch < want:
             return f"trained {epoch} of {want} epochs so far"
         if not job.evaluate:
-            return epoch, None
+            return epoch, None, None
         if source is not None and source.name not in epochs:
             return "its black-box source is not finished"
         rec = _current_record(path, checkpoint=job.checkpoint, epoch=epoch, source=src_ckpt, source_epoch=src_epoch,
@@ -188,10 +215,15 @@ def _finished(job: Job, source: Job | None, epochs: dict[str, int], proto: dict[
             if logged == 0 and not (job.evaluate and path.is_file()):
                 return "not trained yet"
             if not job.evaluate:
-                return logged, None
+                return logged, None, None
             if source is not None and source.name not in epochs:
                 return "its black-box source is not finished"
             return "not evaluated yet"
+    sampled: dict[str, Any] | str | None = None
+    if job.row is not None and proto["rows"][job.row]["sampled_eval"]:
+        sampled = _current_record(RunDir(job.run_dir).eval_record(black_box=source is not None, sampled=True),
+                                  checkpoint=job.checkpoint, epoch=epoch, source=src_ckpt, source_epoch=src_epoch,
+                                  cfg=job.cfg, sampled=True, records_of=records_of) or "not evaluated yet"
     aa = proto["autoattack"]
     if job.row is not None and aa is not None and job.seed in aa["seeds"]:
         path = RunDir(job.run_dir).autoattack_record(sampled=proto["rows"][job.row]["aa_sampled"])
@@ -204,7 +236,7 @@ def _finished(job: Job, source: Job | None, epochs: dict[str, int], proto: dict[
                                        aa["test_limit"], records_of)
             if x_rec is not None and abs(x_rec["attack"]["eps"] - extra["eps"]) <= 1e-9:
                 rec = _with_extra_autoattack(rec, x_rec)
-    return epoch, rec
+    return epoch, rec, sampled
 
 
 def _autoattack_record(path: Path, job: Job, epoch: int, test_limit: int,
@@ -314,7 +346,8 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
             log.warning("%s: skipped (%s)", prefix, failed[job.name])
             bar.update()
             continue
-        drift = config_drift(job, records=not train)
+        read = None if train else _ReadOnce()  # --tables-only: the checkpoint is read once for both
+        drift = config_drift(job, records=not train, read=read)
         if drift:
             diff = ", ".join(f"{k}={a!r} (protocol: {b!r})" for k, a, b in ((k, *v) for k, v in drift.items()))
             notes.append(f"{job.name} was trained with settings that differ from the protocol: {diff}; "
@@ -322,13 +355,19 @@ def reproduce(table: str | None = None, *, seeds: int = 1, scale: str | None = N
             log.warning("%s: existing run differs from the protocol: %s", prefix, diff)
         t_job = time.time()
         if not train:
-            found = _finished(job, source if job.kind != "source" else None, epochs, proto, out)
+            found = _finished(job, source if job.kind != "source" else None, epochs, proto, out, read=read)
             if isinstance(found, str):
                 failed[job.name] = found
-            elif found is not None:
-                epochs[job.name], rec = found
+            else:
+                epochs[job.name], rec, sampled = found
                 if rec is not None:  # a run without an evaluation (the pre-training) has no record
                     records[job.name] = rec
+                if sampled is not None:  # the row's second table row (sampled weights), as in a training run
+                    name = f"{job.row}{SAMPLED_SUFFIX}/seed{job.seed}"
+                    if isinstance(sampled, str):
+                        failed[name] = sampled
+                    else:
+                        records[name] = sampled
             bar.update()
             continue
         try:

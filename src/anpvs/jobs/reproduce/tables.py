@@ -37,6 +37,12 @@ def table_inputs(proto: dict[str, Any], seeds: list[int], shown: list[str], skip
         if sampled:
             rows[label + SAMPLED_SUFFIX] = sampled
             row_keys[label + SAMPLED_SUFFIX] = key
+        # a seed whose row is there but not its sampled-weights evaluation (--tables-only: still to do)
+        todo = [s for s in seeds if f"{key}/seed{s}" in records and f"{key}{SAMPLED_SUFFIX}/seed{s}" not in records]
+        if row["sampled_eval"] and todo:
+            reasons = {failed.get(f"{key}{SAMPLED_SUFFIX}/seed{s}", "not run") for s in todo}
+            footnotes.append(f"{label}{SAMPLED_SUFFIX}: seed(s) {', '.join(map(str, todo))} missing "
+                             f"({'; '.join(sorted(reasons))}).")
         for s in seeds:
             for name in (f"{key}/seed{s}", f"{key}{SAMPLED_SUFFIX}/seed{s}"):
                 for w in (records.get(name) or {}).get("warnings") or []:
