@@ -151,6 +151,8 @@ def train_command(config: dict[str, Any], name: str, init_names: dict[str, str])
             continue
         if key == "init" and value in init_names:
             value = f"runs/{init_names[value]}/checkpoint.pt"
+        elif key == "init" and not str(value).startswith(PREFIX):  # a run outside the registry: no machine path
+            value = f"{run_label(Path(value).parent)}/{Path(value).name}"
         if key == "data.dir":  # the training machine's folder is no one else's: the README's spelling instead
             value = portable_data_dir(cfg.data.name)
         parts += [flags[key], _text(value)] if key in flags else ["--set", f"{key}={_text(value)}"]

@@ -113,14 +113,15 @@ def manifest(built: Built) -> dict[str, dict]:
 def test_the_package_registry_reads_and_every_shipped_file_verifies(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(pretrained.ENV, raising=False)
     assert pretrained.registry_dir() == Path(anpvs.__file__).resolve().parent / "pretrained"
-    for m in pretrained.read_manifest():  # none in this version; each one shipped later must match its hash
+    assert pretrained.read_manifest(), "the package ships models (README, Pretrained models)"
+    for m in pretrained.read_manifest():  # each shipped file must match its hash
         for f in filter(None, (m.weights, m.compact)):
             assert pretrained.sha256_file(pretrained.registry_dir() / f.file) == f.sha256
 
 
 def test_an_empty_registry_says_so_and_how_to_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    shutil.copy(ROOT / "src" / "anpvs" / "pretrained" / pretrained.MANIFEST, tmp_path)
+    (tmp_path / pretrained.MANIFEST).write_text(f"format: {pretrained.FORMAT}\nformat_version: 1\nmodels: []\n")
     monkeypatch.setenv(pretrained.ENV, str(tmp_path))
     monkeypatch.chdir(tmp_path)
     assert run_cli(["pretrained"]) == 0
@@ -129,7 +130,7 @@ def test_an_empty_registry_says_so_and_how_to_build(tmp_path: Path, monkeypatch:
     assert run_cli(["eval", "pretrained:mnist/anp_vs"]) == 2
     one_error_line(capsys.readouterr().err, "holds none")
     monkeypatch.delenv(pretrained.ENV)
-    if not pretrained.read_manifest():  # the package's own registry, while it ships no models
+    if not pretrained.read_manifest():  # the package's own registry, had it no models
         assert run_cli(["pretrained"]) == 0
         assert "no pretrained models are shipped in this version" in capsys.readouterr().out
         assert run_cli(["compact", "pretrained:mnist/anp_vs"]) == 2
@@ -457,10 +458,12 @@ def test_the_cli_still_imports_no_torch_and_the_api_is_lazy() -> None:
 
 
 def test_the_commands_name_no_machine_data_folder(built: Built, tmp_path: Path) -> None:
-    """A run trained from ``--data-dir`` of its machine: the manifest's command names ``~/data/DATASET`` instead
-    (committed files carry no machine paths)."""
+    """A run trained from ``--data-dir`` and ``--init`` of its machine: the manifest's command names
+    ``~/data/DATASET`` and the init run's last folders instead (committed files carry no machine paths)."""
     config = yaml.safe_load(RunDir(built.standard).config.read_text())
     config["data"]["dir"] = str(tmp_path / "datasets" / "mnist-idx")
+    config["init"] = str(tmp_path / "results" / "runs" / "standard" / "seed0" / "checkpoint.pt")  # not shipped
     argv = shlex.split(make_pretrained.train_command(config, "tiny/standard", {}))
     assert str(tmp_path) not in " ".join(argv)
     assert argv[argv.index("--data-dir") + 1] == f"~/data/{config['data']['name']}"
+    assert argv[argv.index("--init") + 1] == "runs/standard/seed0/checkpoint.pt"
