@@ -212,6 +212,7 @@ def test_vgg_compact_matches_masked_forward() -> None:
     assert sum(p.numel() for p in small.parameters()) == hand
     stats = compact_stats(model)
     assert stats["compact_params"] == hand
+    assert weight_stats(small)["params"] == hand  # what `anpvs eval` of the compacted checkpoint prints
     assert stats["dense_flops"] == measured_flops(create_model("vgg16"), (3, 32, 32))
     assert stats["compact_flops"] < stats["dense_flops"] and stats["counted_flops_speedup"] > 1.0
 

@@ -340,9 +340,9 @@ def weight_stats(model: nn.Module) -> dict:
 
     Returns a dict with keys
 
-    * ``params``: weights and biases of every conv and linear layer plus the affine ``weight`` and
-      ``bias`` of every BN layer (BN running statistics, mask parameters and other parameters are
-      not counted);
+    * ``params``: weights and biases of every conv and linear layer (with the ``const_weight`` of a
+      compacted network's constant-input convs) plus the affine ``weight`` and ``bias`` of every BN layer
+      (BN running statistics, mask parameters and other parameters are not counted);
     * ``bytes``: the storage of those ``params`` tensors;
     * ``weights``: the number of conv / linear weight entries (no biases);
     * ``zero_weights``: how many of those are exactly zero;
@@ -363,7 +363,7 @@ def weight_stats(model: nn.Module) -> dict:
             zeros += int((w.detach() == 0).sum().item())
         elif not isinstance(module, _NORM_LAYERS):
             continue
-        for name in ("weight", "bias"):
+        for name in ("weight", "bias", "const_weight"):
             p = getattr(module, name, None)
             if isinstance(p, torch.Tensor):
                 params += p.numel()

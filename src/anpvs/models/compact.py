@@ -216,7 +216,7 @@ def compact_stats(model: nn.Module, input_shape: Sequence[int] | None = None) ->
     compact_flops = measured_flops(net, shape)
     dense_flops = measured_flops(masked, shape)
     return {
-        "compact_params": sum(p.numel() for p in net.parameters()),
+        "compact_params": weight_stats(net)["params"],
         "compact_bytes": sum(t.numel() * t.element_size() for t in net.state_dict().values()),
         "compact_flops": compact_flops,
         "dense_flops": dense_flops,
