@@ -48,6 +48,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..core.registry import ARCHITECTURES
+from ..nn.modes import eval_mode
 
 __all__ = ["analytic_flops", "analytic_memory", "conv_flops", "conv_memory",
            "counted_report", "dense_flops", "dense_memory", "efficiency_report", "full_units", "measured_flops",
@@ -319,15 +320,9 @@ def measured_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     x = torch.zeros((1, *(operator.index(s) for s in input_shape)), device=device, dtype=dtype)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(x)
-    finally:
-        for m, training in modes.items():
-            m.training = training
+    counter = FlopCounterMode(display=False)
+    with eval_mode(model), torch.no_grad(), counter:
+        model(x)
     return int(counter.get_total_flops())
 
 

@@ -26,14 +26,14 @@ that none of them names an architecture; docs/architecture.md, "The architecture
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..core.registry import ARCHITECTURES
+from ..nn.modes import eval_mode as eval_mode  # re-exported: models.base.eval_mode is public
 
 
 class InputNormalize(nn.Module):
@@ -86,18 +86,6 @@ class Classifier(nn.Module):
     def compact_state(self, latents: bool = False) -> dict[str, Tensor]:  # pragma: no cover
         """The state dict of ``compact_class`` computing this model's eval forward (see :mod:`anpvs.models.compact`)."""
         raise NotImplementedError
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` (all submodules) in eval mode and restore each module's own flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def output_classes(model: nn.Module, x: Tensor) -> int | None:
