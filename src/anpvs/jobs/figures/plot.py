@@ -195,27 +195,40 @@ def plot_training_curves(logs: dict[str, list[dict[str, Any]]], path: str | Path
 
 
 def plot_active_units(logs: dict[str, list[dict[str, Any]]], path: str | Path) -> Path | None:
-    """Active units per masked layer and epoch, one panel per run with masks; ``None`` when no run has any."""
-    from matplotlib.ticker import MaxNLocator
+    """Active units per masked layer and epoch, one panel per run with masks; ``None`` when no run has any.
+
+    Runs whose masked layers are the same (the runs of one reproduction) share one legend beside the panels, so
+    that no legend covers the curves; otherwise each panel has its own."""
+    import matplotlib
+    from matplotlib.ticker import LogLocator, MaxNLocator
 
     masked = {lab: rows for lab, rows in logs.items() if any(isinstance(r.get("active_units"), dict) for r in rows)}
     if not masked:
         return None
-    fig = _figure(figsize=(4.0 * len(masked), 3.2))
+    layer_sets = [list(next(r["active_units"] for r in rows if isinstance(r.get("active_units"), dict)))
+                  for rows in masked.values()]
+    shared = all(names == layer_sets[0] for names in layer_sets)
+    legend_w = 0.9 if shared else 0.0
+    fig = _figure(figsize=(4.0 * len(masked) + legend_w, 3.2))
     axes = fig.subplots(1, len(masked), squeeze=False)[0]
-    for ax, (lab, rows) in zip(axes, masked.items(), strict=True):
-        layers = next(r["active_units"] for r in rows if isinstance(r.get("active_units"), dict))
-        for name in layers:
+    palette = matplotlib.colormaps["tab20"]  # 20 distinct colours: VGG-16 has 15 masked layers
+    for ax, (lab, rows), layers in zip(axes, masked.items(), layer_sets, strict=True):
+        for i, name in enumerate(layers):
             pts = [(r["epoch"], r["active_units"][name]) for r in rows if isinstance(r.get("active_units"), dict)]
-            ax.plot(*zip(*pts, strict=True), marker=".", label=name)
+            ax.plot(*zip(*pts, strict=True), marker=".", label=name, color=palette(i % 20))
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         _plain_log_axis(ax.yaxis)
         ax.set_title(f"{lab}: active units", fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
-    _margins(fig, top=0.4, wspace=0.25)
+        if not shared:
+            ax.legend(fontsize=6)
+    if shared:
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="center right", fontsize=6, frameon=False)
+    _margins(fig, top=0.4, right=0.15 + legend_w, wspace=0.25)
     return _save(fig, path)
 
 
