@@ -7,7 +7,7 @@ mkdir -p "$dest"
 for f in table.md table.csv table.json reproduce.json protocol.yaml audit.md audit.json; do
   [ -f "$src/$f" ] && cp "$src/$f" "$dest/"
 done
-[ -d "$src/figures" ] && mkdir -p "$dest/figures" && cp "$src"/figures/*.png "$dest/figures/" 2>/dev/null || true
+[ -d "$src/figures" ] && mkdir -p "$dest/figures" && cp "$src"/figures/*.png "$src"/figures/*.json "$dest/figures/" 2>/dev/null || true
 (cd "$src" && find runs -type f \( -name 'eval*.json' -o -name 'check.json' -o -name 'log.jsonl' -o -name 'config.yaml' \) ) |
   while read -r f; do mkdir -p "$dest/$(dirname "$f")"; cp "$src/$f" "$dest/$f"; done
 echo "copied into $dest"
