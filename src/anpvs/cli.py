@@ -156,8 +156,8 @@ def _add_pretrained_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: the pretrained MNIST AT and ANP-VS models on bundled real "
-                                    "MNIST test digits (when installed), then a smoke test that trains Standard, AT "
-                                    "and ANP-VS on bundled digits (offline, minutes on a CPU)")
+                                    "MNIST test digits (when installed), then a smoke test that trains Standard and "
+                                    "ANP-VS on bundled digits and compacts it (offline, minutes on a CPU)")
     p.add_argument("--out", default="runs/demo", help="folder for the runs, records and the tables")
     p.add_argument("--epochs-scale", type=finite_float, default=1.0,
                    help="multiply every epoch budget of the smoke test (e.g. 0.2 for a quicker run)")
