@@ -428,15 +428,17 @@ def test_validation_attack_runs_with_gradients() -> None:
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_flush_subnormals_zeroes_exactly_the_subnormal_entries() -> None:
+def test_flush_subnormals_zeroes_exactly_the_entries_below_1e_30() -> None:
     from anpvs.training.step import flush_subnormals_
 
-    tiny = torch.finfo(torch.float32).tiny  # 1.1755e-38, the smallest normal float32
-    w = torch.tensor([1e-40, -1e-40, 1e-38, tiny, -2e-38, 0.5, 0.0, -3.0])
+    # float32: subnormals (below 1.18e-38) and the tiny normal numbers whose products are subnormal (below 1e-30)
+    w = torch.tensor([1e-40, -1e-40, 1e-38, 2e-38, -5e-31, 2e-30, -1e-20, 0.5, 0.0, -3.0])
     steps = torch.tensor([3, 4])  # integer tensors are left alone
-    flush_subnormals_([w, steps])
-    assert w.tolist() == [0.0, 0.0, 0.0, tiny, torch.tensor(-2e-38).item(), 0.5, 0.0, -3.0]
-    assert steps.tolist() == [3, 4]
+    d = torch.tensor([1e-300, 1e-30, 0.5], dtype=torch.float64)  # float64: only its own subnormals
+    flush_subnormals_([w, steps, d])
+    f32 = lambda v: torch.tensor(v).item()  # noqa: E731
+    assert w.tolist() == [0.0, 0.0, 0.0, 0.0, 0.0, f32(2e-30), f32(-1e-20), 0.5, 0.0, -3.0]
+    assert steps.tolist() == [3, 4] and d.tolist() == [1e-300, 1e-30, 0.5]
 
 
 def test_zeroing_subnormal_weights_leaves_the_logits_unchanged() -> None:
@@ -448,13 +450,13 @@ def test_zeroing_subnormal_weights_leaves_the_logits_unchanged() -> None:
     with torch.no_grad():
         for w in (model.conv2.weight, model.dense3.weight):
             pick = torch.rand_like(w) < 0.3
-            w[pick] = torch.sign(w[pick]) * 1e-40
+            w[pick] = torch.sign(w[pick]) * torch.where(torch.rand_like(w[pick]) < 0.5, 1e-40, 1e-32)
     x = torch.rand(16, 1, 28, 28)
     with torch.no_grad():
         before = model(x)
         flush_subnormals_(list(model.parameters()))
         after = model(x)
-    assert not any(((p != 0) & (p.abs() < torch.finfo(p.dtype).tiny)).any() for p in model.parameters())
+    assert not any(((p != 0) & (p.abs() < 1e-30)).any() for p in model.parameters())
     assert torch.equal(before, after)
 
 
@@ -469,11 +471,12 @@ def test_a_training_step_leaves_no_subnormal_parameter() -> None:
     torch.manual_seed(0)
     model = build_model(cfg, method, (1, 28, 28), 10).train()
     with torch.no_grad():
-        model.dense3.weight[:, :100] = 1e-41  # as weight decay leaves the weights of dead units
+        model.dense3.weight[:, :50] = 1e-41  # as weight decay leaves the weights of dead units
+        model.dense3.weight[:, 50:100] = -1e-33
         kept = model.dense3.weight[:, 100:].clone()
     step = TrainStep(method, model, build_optimizers(cfg, model, total_steps=10))
     step(torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,)))
-    subnormal = {n: int(((p != 0) & (p.abs() < torch.finfo(p.dtype).tiny)).sum()) for n, p in model.named_parameters()}
+    subnormal = {n: int(((p != 0) & (p.abs() < 1e-30)).sum()) for n, p in model.named_parameters()}
     assert not any(subnormal.values()), subnormal
     assert torch.equal(model.dense3.weight[:, :100], torch.zeros_like(model.dense3.weight[:, :100]))
     assert torch.equal(model.dense3.weight[:, 100:], kept)

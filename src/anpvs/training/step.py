@@ -109,19 +109,26 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
-def flush_subnormals_(params: Sequence[Tensor]) -> None:
-    """Set the subnormal entries of the floating-point ``params`` (nonzero, below ``finfo(dtype).tiny`` in
-    magnitude) to zero, in place.
+#: parameters below this magnitude are zeroed after every step (float32 and narrower; float64: its own ``tiny``)
+FLUSH_BELOW = 1e-30
 
-    Weights that only weight decay moves (those of dead units) shrink geometrically under Adam until they are
-    subnormal, and a CPU multiplies subnormal operands many times slower: a full-MNIST AT run's PGD-20 step took
-    7x longer after two epochs, with 22% of conv2's and 28% of dense3's weights subnormal
-    (``benchmarks/bench_subnormal.py``). Their products are below any normal sum, so zeroing them leaves the
-    forward pass unchanged (a test checks it)."""
+
+def flush_subnormals_(params: Sequence[Tensor]) -> None:
+    """Zero the entries of the floating-point ``params`` that are subnormal or small enough to make subnormal
+    products: magnitude below :data:`FLUSH_BELOW` (float64: below its smallest normal number), in place.
+
+    Weights that only weight decay moves (those of dead units) shrink under Adam towards zero, and a CPU
+    multiplies subnormal operands many times slower: a full-MNIST AT run's PGD-20 step took 7x longer after two
+    epochs, with 22% of conv2's and 28% of dense3's weights subnormal; zeroing only those still left the step 2x
+    slower three epochs later, from weights of 1e-38 to 1e-30 whose products with the activations are
+    subnormal (``benchmarks/bench_subnormal.py``, docs/performance.md). Such products are far below any sum that
+    holds a normal term, so zeroing them leaves the forward pass unchanged (a test checks it)."""
     with torch.no_grad():
         for p in params:
             if p.is_floating_point():
-                p.masked_fill_(p.abs() < torch.finfo(p.dtype).tiny, 0.0)
+                info = torch.finfo(p.dtype)
+                bound = info.tiny if info.bits > 32 else max(FLUSH_BELOW, info.tiny)
+                p.masked_fill_(p.abs() < bound, 0.0)
 
 
 class TrainStep:
@@ -135,7 +142,8 @@ class TrainStep:
         grad_sync: called after the backward pass(es) with the parameters whose gradients the optimizers
             read (a distributed run averages them over ranks, :func:`anpvs.core.distributed.all_reduce_grads`).
 
-    After the optimizers' step the parameters' subnormal entries are set to zero (:func:`flush_subnormals_`).
+    After the optimizers' step the parameters' entries below 1e-30 in magnitude are set to zero
+    (:func:`flush_subnormals_`).
     """
 
     def __init__(self, method: Method, model: nn.Module, opt: Optimization, *, precision: str = "fp32",
