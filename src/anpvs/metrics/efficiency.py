@@ -358,11 +358,9 @@ def weight_stats(model: nn.Module) -> dict:
             zeros += int((w.detach() == 0).sum().item())
         elif not isinstance(module, _NORM_LAYERS):
             continue
-        for name in ("weight", "bias", "const_weight"):
-            p = getattr(module, name, None)
-            if isinstance(p, torch.Tensor):
-                params += p.numel()
-                nbytes += p.numel() * p.element_size()
+        for p in module.parameters(recurse=False):  # weight, bias (and a constant-input conv's const_weight)
+            params += p.numel()
+            nbytes += p.numel() * p.element_size()
     return {
         "params": params,
         "bytes": nbytes,
