@@ -14,6 +14,8 @@ record is current when it is newer than its checkpoint), an interrupted training
 epoch. The table and figure are rewritten after every finished point.
 
     python scripts/frontier_mnist.py --data-dir ~/data/mnist --out results/mnist_frontier
+    python scripts/frontier_mnist.py --data-dir ~/data/mnist --out results/mnist_frontier \
+        --reuse-table runs/mnist_full     # reuse the MNIST table's Standard, AT and ANP-VS runs of the same seeds
     python scripts/frontier_mnist.py --out results/mnist_frontier --table-only      # tables from what exists
     python scripts/frontier_mnist.py --smoke --out /tmp/frontier_smoke              # the chain on 64 digits, ~1 min
 """
@@ -44,6 +46,10 @@ def main() -> None:
     p.add_argument("--vs-form", choices=["sum", "mean"], default="sum",
                    help="V in the VS loss: sum (the form the MNIST table found effective) or mean (reference code)")
     p.add_argument("--aa-limit", type=int, default=1000, help="AutoAttack test digits; 0 = no AutoAttack")
+    p.add_argument("--reuse-table", metavar="DIR",
+                   help="the --out folder of `anpvs reproduce --table mnist --scale full`: its finished Standard, AT "
+                        "and ANP-VS runs of the same seed are the frontier's Standard, AT (first 3 epochs) and mask "
+                        "learning (the same configurations, checked), so they are copied instead of trained again")
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--smoke", action="store_true", help="64 bundled digits, 1 epoch, PGD-1: checks the chain")
     args = p.parse_args()
@@ -74,6 +80,9 @@ def run_seed(args: argparse.Namespace, out: Path, results: Path, seed: int, targ
 
     def train(name: str, method: str, epochs: int, *extra: str) -> Path:
         run = out / "runs" / name / f"seed{seed}"
+        if args.reuse_table and name in TABLE_ROWS and not run.exists():
+            reuse(Path(args.reuse_table) / "runs" / TABLE_ROWS[name] / f"seed{seed}", run,
+                  [method, epochs, *common, *extra], aa)
         anpvs("train", "--method", method, "--epochs", str(epochs), *common, *extra, "--out", str(run), "--resume")
         return run / "checkpoint.pt"
 
@@ -100,6 +109,40 @@ def run_seed(args: argparse.Namespace, out: Path, results: Path, seed: int, targ
                    "--set", f"method.target_units_from={cut}")
         evaluate(l1, aa)
         write_table(out, results)
+
+
+#: frontier run -> the row of the MNIST full-scale table (anpvs/protocols/mnist_full.yaml) trained the same way
+TABLE_ROWS = {"standard": "standard", "at": "at", "anp_vs_sum_learn": "anp_vs_sum", "anp_vs_mean_learn": "anp_vs"}
+
+
+def reuse(table_run: Path, run: Path, asked: list, aa_limit: int) -> None:
+    """Copy ``table_run`` (a finished run of the reproduction) to ``run`` when its configuration is the one
+    the frontier would train (all but the folders: out, init, data.dir); its AutoAttack record comes along when
+    it covers the same ``aa_limit`` test digits (the same seeded subset: same checkpoint, same data seed)."""
+    ckpt = table_run / "checkpoint.pt"
+    if not ckpt.is_file():
+        print(f"reuse: {table_run} has no checkpoint; training it", flush=True)
+        return
+    method, epochs, *rest = asked
+    printed = subprocess.run([sys.executable, "-m", "anpvs", "train", "--method", method, "--epochs", str(epochs),
+                              *rest, "--out", str(run), "--print-config"], check=True, capture_output=True, text=True)
+    want = yaml.safe_load(printed.stdout)
+    have = yaml.safe_load((table_run / "config.yaml").read_text())
+    folders = ("out", "init")
+    same = ({k: v for k, v in want.items() if k not in folders} | {"data": {**want["data"], "dir": None}}
+            == {k: v for k, v in have.items() if k not in folders} | {"data": {**have["data"], "dir": None}})
+    log = [json.loads(line) for line in (table_run / "log.jsonl").read_text().splitlines() if line.strip()]
+    if not same or len(log) != have["train"]["epochs"]:
+        print(f"reuse: {table_run} is not the frontier's run (another configuration, or unfinished); training it",
+              flush=True)
+        return
+    run.mkdir(parents=True)
+    for name in (".anpvs-run", "checkpoint.pt", "config.yaml", "log.jsonl"):
+        shutil.copy2(table_run / name, run / name)  # copy2 keeps the times: a copied record stays current
+    rec = table_run / "eval_autoattack.json"
+    if aa_limit and rec.is_file() and json.loads(rec.read_text()).get("audit", {}).get("test_limit") == aa_limit:
+        shutil.copy2(rec, run / rec.name)
+    print(f"reuse: {run} <- {table_run}", flush=True)
 
 
 def anpvs(*argv: str) -> None:

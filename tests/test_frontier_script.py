@@ -31,3 +31,31 @@ def test_the_smoke_chain_hits_every_target_and_gives_l1_the_same_widths(tmp_path
         assert abs(r["sparsity"] - key[1]) <= 2.0, r  # the target-sparsity control: within 2 points of the ask
         assert l1[key]["units"] == r["units"]  # the baseline at exactly ANP-VS's per-layer widths
     assert sum(r["method"] == "AT (unpruned)" for r in rows) == 2
+
+
+def _script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("frontier_mnist", ROOT / "scripts" / "frontier_mnist.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reuse_copies_a_table_run_only_when_it_is_the_frontiers_run(tmp_path: Path) -> None:
+    # --reuse-table: a finished run of the reproduction with the frontier's configuration is copied (with its
+    # times, so its records stay current); any other configuration is trained again, not copied
+    frontier = _script()
+    args = ["--dataset", "mnist_sample", "--train-limit", "32", "--test-limit", "16", "--batch-size", "16",
+            "--pgd-steps", "1", "--seed", "0", "--quiet"]
+    table_run = tmp_path / "table" / "runs" / "at" / "seed0"
+    subprocess.run([sys.executable, "-m", "anpvs", "train", "--method", "at", "--epochs", "1", *args,
+                    "--out", str(table_run)], check=True, capture_output=True, text=True, timeout=600)
+    other = tmp_path / "other"
+    frontier.reuse(table_run, other, ["at", 1, *args, "--lr", "0.01"], 0)
+    assert not other.exists()
+    run = tmp_path / "frontier" / "runs" / "at" / "seed0"
+    frontier.reuse(table_run, run, ["at", 1, *args], 0)
+    for name in ("checkpoint.pt", "config.yaml", "log.jsonl"):
+        assert (run / name).read_bytes() == (table_run / name).read_bytes()
+        assert (run / name).stat().st_mtime == (table_run / name).stat().st_mtime

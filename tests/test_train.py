@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,21 @@ def test_resume_with_more_epochs_extends_a_finished_run_exactly(tiny_config, tmp
         fit(tiny_config(train__epochs=3, out=str(tmp_path / "stair")), resume=True, progress=False)
     assert (tmp_path / "stair" / "checkpoint.pt").read_bytes() == before
 
+
+
+def test_a_copied_run_folder_extends_where_it_is_now(tiny_config, tmp_path: Path) -> None:
+    # a run copied to another folder (someone else's, or a table's run reused by another experiment) resumes
+    # and extends there: nothing is written to the folder it was trained in, and its config names the new one
+    small = {"method__name": "at", "data__train_limit": 16, "train__batch_size": 8, "attack__steps": 1,
+             "train__lr_milestones": []}
+    fit(tiny_config(**small, train__epochs=1, out=str(tmp_path / "a")), progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    summary = fit(tiny_config(**small, train__epochs=2, out=str(tmp_path / "b")), resume=True, progress=False)
+    assert summary["epoch"] == 2 and len(_log(tmp_path / "b")) == 2
+    assert read_checkpoint(tmp_path / "b" / "checkpoint.pt")["config"]["out"] == str(tmp_path / "b")
+    assert yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["out"] == str(tmp_path / "b")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before
 
 def test_a_method_that_depends_on_the_epochs_cannot_be_extended(tiny_config, tmp_path: Path) -> None:
     # ADMM's phase is a fraction of train.epochs: extending its run would not equal a longer run from the start

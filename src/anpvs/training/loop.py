@@ -9,6 +9,8 @@ A run holds the folder's lock (:mod:`anpvs.training.runlock`) from start to end;
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import math
@@ -200,7 +202,9 @@ def _fit(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict[st
             raise TrainingError(f"{str(run_dir)!r} already holds a checkpoint; pass --resume to continue it "
                                 f"or choose another --out")
         state = read_checkpoint(ckpt_path)
-        saved = checkpoint_config(state, str(ckpt_path))
+        # the folder it lives in now: a run folder that was moved or copied keeps training where it is, and its
+        # config.yaml names that folder, not the one it was trained in
+        saved = dataclasses.replace(checkpoint_config(state, str(ckpt_path)), out=cfg.out)
         longer = _extended(saved, cfg, run_dir)
         if longer is not None:
             log.info("extending %s from %d to %d epochs", run_dir, saved.train.epochs, longer.train.epochs)
