@@ -65,8 +65,8 @@ def registry(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture()
 def empty_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A registry without models (the package's manifest of this version) as $ANPVS_PRETRAINED_DIR, so that the
-    demo's part 1 is skipped whatever the installed package ships."""
+    """An empty registry as $ANPVS_PRETRAINED_DIR, so that the demo's part 1 is skipped whatever the installed
+    package ships."""
     folder = tmp_path / "empty_registry"
     folder.mkdir()
     (folder / pretrained.MANIFEST).write_text("format: anpvs-pretrained\nformat_version: 1\nmodels: []\n")
@@ -243,6 +243,18 @@ def test_a_registry_with_one_of_the_models_shows_it_and_names_the_other(
 # --------------------------------------------------------------------------------------------------------
 # anpvs demo without pretrained models: the skip line, then part 2
 # --------------------------------------------------------------------------------------------------------
+
+
+def test_the_package_ships_the_models_that_part_1_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the README's first table is part 1's: the installed registry must hold both models, each with its compacted
+    # twin where it is pruned, and their records' full test-set figures
+    monkeypatch.delenv(pretrained.ENV, raising=False)
+    entries = {m.name: m for m in pretrained.read_manifest()}
+    for _, name in runner.PRETRAINED_ROWS:
+        assert name in entries, f"{name} is not shipped"
+        assert entries[name].info["metrics"]["n"] == 10000
+    assert entries["mnist/anp_vs"].compact is not None and entries["mnist/anp_vs"].compact.file == "mnist/anp_vs.compact.pt"
+    assert entries["mnist/anp_vs"].info["metrics"]["unit_sparsity"] > 50
 
 
 def test_the_skip_line_says_why_and_how_to_build(monkeypatch: pytest.MonkeyPatch) -> None:
