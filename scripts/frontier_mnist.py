@@ -161,8 +161,8 @@ def evaluate(ckpt: Path, aa_limit: int) -> None:
         anpvs("eval", str(ckpt), "--quiet")
     aa = ckpt.parent / "eval_autoattack.json"
     if aa_limit and not current(aa, ckpt):
-        anpvs("eval", str(ckpt), "--attack", "autoattack", "--test-limit", str(aa_limit), "--out", str(aa),
-              "--quiet", "--no-latency")
+        anpvs("eval", str(ckpt), "--attack", "pgd", "--attack", "autoattack", "--test-limit", str(aa_limit),
+              "--out", str(aa), "--quiet", "--no-latency")
 
 
 # -------------------------------------------------------------------------------------------------------------

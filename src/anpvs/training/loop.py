@@ -10,7 +10,6 @@ A run holds the folder's lock (:mod:`anpvs.training.runlock`) from start to end;
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import logging
 import math
