@@ -149,6 +149,17 @@ def test_eval_takes_the_bundled_test_digits(runs: dict[str, Path], capsys: pytes
     assert (run / "eval.json").read_bytes() == own  # the run's own record is kept
 
 
+def test_check_takes_the_bundled_test_digits(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    # anpvs check --dataset, as anpvs eval --dataset: the eps sweep on the bundled test digits, its own record
+    run = runs["at"]
+    assert run_cli(["check", str(run / "checkpoint.pt"), "--dataset", "mnist_test_sample", "--test-limit", "16",
+                    "--eps-sweep", "0,0.3", "--steps", "2", "--device", "cpu", "--quiet"]) == 0
+    assert "on mnist_test_sample (16 test images" in capsys.readouterr().out
+    rec = json.loads((run / "check_mnist_test_sample.json").read_text())
+    assert rec["dataset"] == "mnist_test_sample" and rec["metrics"]["n"] == 16
+    assert not (run / "check.json").exists()  # the run's own record is another file
+
+
 def _imagefolder(root: Path, mode: str, side: int, classes: int) -> Path:
     from PIL import Image
 

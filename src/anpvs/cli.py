@@ -138,7 +138,11 @@ def _add_check_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-weights", action="store_true", help="Bayesian models: sample weights at test time")
     p.add_argument("--ensemble", type=int, help="with --sample-weights: predictions average K sampled forwards")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a check fires")
-    p.add_argument("--data-dir", help="where the test data lives (default: the run's data.dir)")
+    p.add_argument("--dataset", metavar="NAME",
+                   help="check on this dataset's test split instead of the run's, e.g. mnist_test_sample (2,000 "
+                        "real MNIST test digits bundled with anpvs, offline); record: check_NAME.json")
+    p.add_argument("--data-dir", help="where the test data lives (default: the run's data.dir; with --dataset: "
+                                      "the default data folder)")
     p.add_argument("--batch-size", type=int, help="evaluation batch size")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the attacks' random starts")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -323,7 +327,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         record = check_checkpoint(
             args.checkpoint, eps_values=args.eps_sweep, steps=args.steps, test_limit=args.test_limit,
             sample_weights=args.sample_weights, eot=args.eot, ensemble=args.ensemble, data_dir=args.data_dir,
-            batch_size=args.batch_size, seed=args.seed, device=args.device, out=args.out, progress=not args.quiet)
+            dataset=args.dataset, batch_size=args.batch_size, seed=args.seed, device=args.device, out=args.out,
+            progress=not args.quiet)
     print(format_check(record))
     return 1 if args.strict and record["warnings"] else 0
 

@@ -15,20 +15,25 @@ from ..evaluation.checks import check_eps_sweep, check_model, check_robust_above
 from ..evaluation.evaluate import evaluation_record, write_record
 from ..io.rundir import RunDir
 from ..models.checkpoint import checkpoint_paths, is_compact_checkpoint
-from .context import check_batch_size, open_run, sampling_setup
+from .context import canonical_dataset, check_batch_size, open_run, sampling_setup
 
 
 def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | None = None, steps: int | None = None,
                      test_limit: int | None = 1000, probe_size: int = 256, sample_weights: bool = False,
                      eot: int | None = None, ensemble: int | None = None, data_dir: str | None = None,
-                     batch_size: int | None = None, seed: int = 0, device: str = "auto",
+                     dataset: str | None = None, batch_size: int | None = None, seed: int = 0, device: str = "auto",
                      out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """``anpvs check``: checks (a) to (c) on a test batch, an eps sweep with checks (d) and (f); writes
-    ``check.json`` beside the checkpoint (or to ``out``) and returns the record (``"warnings"``: all texts)."""
+    ``check.json`` beside the checkpoint (or to ``out``) and returns the record (``"warnings"``: all texts).
+    ``dataset``: another dataset's test split instead of the run's, as ``anpvs eval --dataset`` (e.g.
+    ``mnist_test_sample``, offline); its record is ``check_NAME.json``, the run's own is not replaced."""
     # a compacted checkpoint usually sits beside its source: its record must not replace the source's;
     # a pretrained model's goes to runs/pretrained/NAME/, never into the registry (checkpoint_paths)
     file, home = checkpoint_paths(checkpoint)
     default = RunDir.of(home).check_record(compact=out is None and is_compact_checkpoint(checkpoint))
+    if dataset is not None:  # checked before the work; the run's own record is not replaced
+        dataset = canonical_dataset(dataset)
+        default = default.with_name(f"{default.stem}_{dataset}{default.suffix}")
     out = check_output_file(out if out is not None else default, inputs=[file])  # before the work
     check_batch_size(batch_size)
     run = open_run(checkpoint, device=device)
@@ -38,7 +43,7 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
     if steps < 1 or (test_limit is not None and test_limit < 1):
         raise ConfigError(f"steps and --test-limit must be >= 1 (got {steps}, {test_limit})")
     eot, ensemble = sampling_setup(model, sample_weights, eot, ensemble)
-    data = run.test_data(data_dir=data_dir, test_limit=test_limit)
+    data = run.test_data(dataset=dataset, data_dir=data_dir, test_limit=test_limit)
     norm = e.norm
     if eps_values is None:
         eps_values = sweep_eps(e.eps, norm, data.test.images.shape[1:])
