@@ -15,7 +15,7 @@ from ..evaluation.checks import check_eps_sweep, check_model, check_robust_above
 from ..evaluation.evaluate import evaluation_record, write_record
 from ..io.rundir import RunDir
 from ..models.checkpoint import checkpoint_paths, is_compact_checkpoint
-from .context import canonical_dataset, check_batch_size, open_run, sampling_setup
+from .context import check_batch_size, dataset_record, open_run, sampling_setup
 
 
 def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | None = None, steps: int | None = None,
@@ -31,9 +31,7 @@ def check_checkpoint(checkpoint: str | Path, *, eps_values: Sequence[float] | No
     # a pretrained model's goes to runs/pretrained/NAME/, never into the registry (checkpoint_paths)
     file, home = checkpoint_paths(checkpoint)
     default = RunDir.of(home).check_record(compact=out is None and is_compact_checkpoint(checkpoint))
-    if dataset is not None:  # checked before the work; the run's own record is not replaced
-        dataset = canonical_dataset(dataset)
-        default = default.with_name(f"{default.stem}_{dataset}{default.suffix}")
+    default, dataset = dataset_record(default, dataset)  # checked before the work
     out = check_output_file(out if out is not None else default, inputs=[file])  # before the work
     check_batch_size(batch_size)
     run = open_run(checkpoint, device=device)

@@ -85,6 +85,15 @@ def canonical_dataset(name: str) -> str:
         raise ConfigError(str(e)) from None
 
 
+def dataset_record(default: Path, dataset: str | None) -> tuple[Path, str | None]:
+    """The record path for evaluating on ``dataset`` instead of the run's own (``default`` with ``_NAME`` added,
+    so the run's own record is not replaced) and the dataset's canonical name; ``(default, None)`` without one."""
+    if dataset is None:
+        return default, None
+    name = canonical_dataset(dataset)
+    return default.with_name(f"{default.stem}_{name}{default.suffix}"), name
+
+
 def is_other_dataset(dataset: str | None, run_dataset: str) -> bool:
     """Whether ``dataset`` asks for another dataset than the run's own (``None``: the run's)."""
     return dataset is not None and canonical_dataset(dataset) != run_dataset
@@ -133,4 +142,4 @@ def sampling_setup(model: torch.nn.Module, sample_weights: bool, eot: int | None
 
 
 __all__ = ["SAMPLED_ENSEMBLE", "SAMPLED_EOT", "RunContext", "canonical_dataset", "check_batch_size",
-           "is_other_dataset", "job_device", "open_run", "sampling_setup"]
+           "dataset_record", "is_other_dataset", "job_device", "open_run", "sampling_setup"]

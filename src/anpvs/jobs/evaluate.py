@@ -22,7 +22,7 @@ from ..methods.target import asked_target
 from ..models.base import output_classes
 from ..models.checkpoint import CheckpointError, checkpoint_name, checkpoint_paths, is_compact_checkpoint, load_model
 from ..training.run_config import checkpoint_config
-from .context import canonical_dataset, check_batch_size, is_other_dataset, open_run, sampling_setup
+from .context import check_batch_size, dataset_record, is_other_dataset, open_run, sampling_setup
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, spec: EvalSpec | None = None,
     file, home = checkpoint_paths(checkpoint)
     default = RunDir.of(home).eval_record(black_box=bool(source), sampled=sample_weights,
                                           compact=out is None and is_compact_checkpoint(checkpoint))
-    if dataset is not None:  # checked before the work; the run's own record is not replaced
-        dataset = canonical_dataset(dataset)
-        default = default.with_name(f"{default.stem}_{dataset}{default.suffix}")
+    default, dataset = dataset_record(default, dataset)  # checked before the work
     out = check_output_file(out if out is not None else default,  # before the work, not after it
                             inputs=[file, checkpoint_paths(source)[0] if source is not None else None])
     check_batch_size(overrides.get("batch_size"))
