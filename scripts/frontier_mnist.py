@@ -117,8 +117,12 @@ TABLE_ROWS = {"standard": "standard", "at": "at", "anp_vs_sum_learn": "anp_vs_su
 
 def reuse(table_run: Path, run: Path, asked: list, aa_limit: int) -> None:
     """Copy ``table_run`` (a finished run of the reproduction) to ``run`` when its configuration is the one
-    the frontier would train (all but the folders: out, init, data.dir); its AutoAttack record comes along when
+    the frontier would train (every setting but where it lives: ``anpvs.jobs.reproduce.PLACES``; the
+    evaluation settings too, since the copy is evaluated with them); its AutoAttack record comes along when
     it covers the same ``aa_limit`` test digits (the same seeded subset: same checkpoint, same data seed)."""
+    from anpvs.jobs.reproduce import PLACES, config_differences
+    from anpvs.models.checkpoint import read_checkpoint
+
     ckpt = table_run / "checkpoint.pt"
     if not ckpt.is_file():
         print(f"reuse: {table_run} has no checkpoint; training it", flush=True)
@@ -126,15 +130,12 @@ def reuse(table_run: Path, run: Path, asked: list, aa_limit: int) -> None:
     method, epochs, *rest = asked
     printed = subprocess.run([sys.executable, "-m", "anpvs", "train", "--method", method, "--epochs", str(epochs),
                               *rest, "--out", str(run), "--print-config"], check=True, capture_output=True, text=True)
-    want = yaml.safe_load(printed.stdout)
-    have = yaml.safe_load((table_run / "config.yaml").read_text())
-    folders = ("out", "init")
-    same = ({k: v for k, v in want.items() if k not in folders} | {"data": {**want["data"], "dir": None}}
-            == {k: v for k, v in have.items() if k not in folders} | {"data": {**have["data"], "dir": None}})
-    log = [json.loads(line) for line in (table_run / "log.jsonl").read_text().splitlines() if line.strip()]
-    if not same or len(log) != have["train"]["epochs"]:
-        print(f"reuse: {table_run} is not the frontier's run (another configuration, or unfinished); training it",
-              flush=True)
+    saved = read_checkpoint(ckpt)
+    differ = config_differences(saved["config"], yaml.safe_load(printed.stdout), ignore=PLACES)
+    if differ or saved.get("epoch") != epochs:
+        why = (f"{len(differ)} setting(s) differ, e.g. {next(iter(differ))}: {next(iter(differ.values()))}"
+               if differ else f"it has {saved.get('epoch')} of {epochs} epochs")
+        print(f"reuse: {table_run} is not the frontier's run ({why}); training it", flush=True)
         return
     run.mkdir(parents=True)
     for name in (".anpvs-run", "checkpoint.pt", "config.yaml", "log.jsonl"):

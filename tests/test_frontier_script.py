@@ -6,11 +6,13 @@ and the figure. Slow (about 3 CPU minutes): ``pytest -m slow tests/test_frontier
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +44,7 @@ def _script():
     return module
 
 
-def test_reuse_copies_a_table_run_only_when_it_is_the_frontiers_run(tmp_path: Path) -> None:
+def test_reuse_copies_a_table_run_only_when_it_is_the_frontiers_run(tmp_path: Path, capsys) -> None:
     # --reuse-table: a finished run of the reproduction with the frontier's configuration is copied (with its
     # times, so its records stay current); any other configuration is trained again, not copied
     frontier = _script()
@@ -54,6 +56,17 @@ def test_reuse_copies_a_table_run_only_when_it_is_the_frontiers_run(tmp_path: Pa
     other = tmp_path / "other"
     frontier.reuse(table_run, other, ["at", 1, *args, "--lr", "0.01"], 0)
     assert not other.exists()
+    assert "1 setting(s) differ, e.g. train.lr" in capsys.readouterr().out  # says which setting
+    frontier.reuse(table_run, other, ["at", 2, *args], 0)
+    assert not other.exists()
+    assert "e.g. train.epochs: (1, 2)" in capsys.readouterr().out
+    partial = tmp_path / "partial"  # the same configuration, interrupted before its last epoch
+    shutil.copytree(table_run, partial)
+    state = torch.load(partial / "checkpoint.pt", weights_only=True)
+    torch.save({**state, "epoch": 0}, partial / "checkpoint.pt")
+    frontier.reuse(partial, other, ["at", 1, *args], 0)
+    assert not other.exists()
+    assert "it has 0 of 1 epochs" in capsys.readouterr().out
     run = tmp_path / "frontier" / "runs" / "at" / "seed0"
     frontier.reuse(table_run, run, ["at", 1, *args], 0)
     for name in ("checkpoint.pt", "config.yaml", "log.jsonl"):

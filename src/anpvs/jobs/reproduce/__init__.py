@@ -61,8 +61,9 @@ from .protocol import (
     load_protocol,
     protocol_path,
 )
-from .run import config_drift, reproduce
+from .run import PLACES, config_differences, config_drift, reproduce
 from .tables import format_summary, table_inputs
 
-__all__ = ["DEFAULT_SCALE", "SAMPLED_SUFFIX", "SCALES", "ConfigError", "Job", "ProtocolError", "available_scales",
-           "config_drift", "format_summary", "load_protocol", "plan", "protocol_path", "reproduce", "table_inputs"]
+__all__ = ["DEFAULT_SCALE", "PLACES", "SAMPLED_SUFFIX", "SCALES", "ConfigError", "Job", "ProtocolError",
+           "available_scales", "config_differences", "config_drift", "format_summary", "load_protocol", "plan",
+           "protocol_path", "reproduce", "table_inputs"]

@@ -33,11 +33,24 @@ from .tables import table_inputs
 log = logging.getLogger(__name__)
 
 #: config keys that may differ between a finished run and the protocol without changing what was trained
-_NOT_TRAINING = ("device", "out", "init", "data.dir", "data.download", "data.test_limit", "eval.")
+#: dotted keys (or prefixes) that do not change what a run trains: the folders, the device, the evaluation
+NOT_TRAINING = ("device", "out", "init", "data.dir", "data.download", "data.test_limit", "eval.")
+#: keys that only say where a run lives: a run that differs from another in these alone is the same run moved
+PLACES = ("device", "out", "init", "data.dir", "data.download")
 
 
-def _training_keys(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in flatten(cfg_dict).items() if not k.startswith(_NOT_TRAINING)}
+def config_differences(saved: dict[str, Any], wanted: dict[str, Any], *,
+                       ignore: tuple[str, ...] = NOT_TRAINING) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (saved, wanted)}`` for the settings of two configs (as saved in a checkpoint or a run's
+    config.yaml) that differ, after both are read as a :class:`Config` (defaults filled in, old spellings
+    upgraded); keys starting with one of ``ignore`` are left out. The one rule for "is this the same run":
+    :func:`config_drift` (``ignore=NOT_TRAINING``) and ``scripts/frontier_mnist.py`` (``ignore=PLACES``: the
+    frontier evaluates a copied run with its saved evaluation settings, so those must match too) use it."""
+    def keys(cfg: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in flatten(config_from_dict(cfg).to_dict()).items() if not k.startswith(ignore)}
+
+    a, b = keys(saved), keys(wanted)
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
 
 
 class _ReadOnce:
@@ -77,11 +90,9 @@ def config_drift(job: Job, *, records: bool = False,
             return {}
         if not isinstance(saved_cfg, dict):
             return {}
-        saved = _training_keys(config_from_dict(saved_cfg).to_dict())
+        return config_differences(saved_cfg, job.cfg.to_dict())
     except (CheckpointError, ConfigError, KeyError, TypeError):
         return {}
-    wanted = _training_keys(job.cfg.to_dict())
-    return {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
 
 
 def _attack_spec(cfg: Config, sampled: bool) -> dict[str, Any]:
