@@ -136,6 +136,50 @@ def portable_data_dir(dataset: str) -> str:
     return f"~/data/{dataset}"
 
 
+def portable_init(init: str, init_names: dict[str, str]) -> str:
+    """How the manifest names a model's ``init``: ``runs/OTHER/checkpoint.pt`` for the registry model ``OTHER``
+    (``init_names`` maps its source path to it), a ``pretrained:`` name as it is, any other run by its last
+    folders (:func:`run_label`), never a machine path."""
+    if init in init_names:
+        return f"runs/{init_names[init]}/checkpoint.pt"
+    if str(init).startswith(PREFIX):
+        return init
+    return f"{run_label(Path(init).parent)}/{Path(init).name}"
+
+
+def portable(ckpt: dict[str, Any], name: str, init: str | None) -> dict[str, Any]:
+    """The checkpoint as shipped: the keys of :data:`KEEP` (no training state), its config's folders spelled as
+    the manifest's command spells them (``out``: ``runs/NAME``; ``data.dir``: :func:`portable_data_dir`;
+    ``init``: ``init``, from :func:`portable_init`) and its data description without the data folder, so that a
+    shipped file carries no path of the machine that trained it (the weights and settings are unchanged)."""
+    out = {k: ckpt[k] for k in KEEP if k in ckpt}
+    config = out.get("config")
+    if not isinstance(config, dict):
+        return out
+    config = {**config, "out": f"runs/{name}"}
+    if config.get("init"):
+        config["init"] = init
+    data = config.get("data")
+    if isinstance(data, dict) and data.get("dir"):
+        here = portable_data_dir(str(data.get("name")))
+        if isinstance(out.get("data"), dict) and isinstance(out["data"].get("source"), str):
+            source = out["data"]["source"]
+            for was in sorted({str(data["dir"]), str(Path(str(data["dir"])).expanduser().resolve())}, key=len,
+                              reverse=True):
+                source = source.replace(was, here)
+            out["data"] = {**out["data"], "source": source}
+        config["data"] = {**data, "dir": here}
+    out["config"] = config
+    return out
+
+
+def portable_twin(twin_path: Path, name: str) -> None:
+    """Name the compacted twin's source ``pretrained:NAME`` instead of the path it was compacted from (its
+    SHA-256, which the registry's file has, is kept)."""
+    twin = read_checkpoint(twin_path)
+    atomic_save({**twin, "compact": {**twin["compact"], "source": f"{PREFIX}{name}"}}, twin_path)
+
+
 def train_command(config: dict[str, Any], name: str, init_names: dict[str, str]) -> str:
     """The ``anpvs train`` command that trains this config: the flags and ``--set`` keys that differ from the
     presets of its dataset and method (``out``: ``runs/NAME``; ``device`` left to the user; ``init``: the
@@ -149,10 +193,8 @@ def train_command(config: dict[str, Any], name: str, init_names: dict[str, str])
     for key, value in have.items():
         if key in ("data.name", "method.name", "out", "device") or value == base.get(key):
             continue
-        if key == "init" and value in init_names:
-            value = f"runs/{init_names[value]}/checkpoint.pt"
-        elif key == "init" and not str(value).startswith(PREFIX):  # a run outside the registry: no machine path
-            value = f"{run_label(Path(value).parent)}/{Path(value).name}"
+        if key == "init":
+            value = portable_init(value, init_names)
         if key == "data.dir":  # the training machine's folder is no one else's: the README's spelling instead
             value = portable_data_dir(cfg.data.name)
         parts += [flags[key], _text(value)] if key in flags else ["--set", f"{key}={_text(value)}"]
@@ -215,7 +257,7 @@ def check_of(name: str, target: Path, cfg: Any, *, data_dir: str | None, limit: 
     with tempfile.TemporaryDirectory(prefix="anpvs-check-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", AnpvsEvaluationWarning)  # the check reports numbers, not their warnings
         try:
-            rec = evaluate_checkpoint(target, dataset=dataset, data_dir=None if bundled else data_dir,
+            rec = evaluate_checkpoint(target, dataset=dataset, data_dir=None if bundled else data_dir or cfg.data.dir,
                                       test_limit=limit, seed=CHECK_SEED, device=device,
                                       out=Path(tmp) / "check.json", latency=False)
         except DataNotFoundError:
@@ -258,12 +300,14 @@ def build_one(name: str, run: Path, dest: Path, *, eval_name: str | None, aa_nam
         raise BuildError(f"{str(config_file)!r}: {e}") from None
 
     target = dest / f"{name}.pt"
-    atomic_save({k: ckpt[k] for k in KEEP if k in ckpt}, target)
+    init = (ckpt.get("config") or {}).get("init")
+    atomic_save(portable(ckpt, name, init and portable_init(init, init_names)), target)
     model, _ = load_model(target)  # the copy reads back and validates
     twin = None
     if active_units(model) != model_full_units(model):
         twin_path = dest / f"{name}{COMPACT}.pt"
         compact_checkpoint(target, out=twin_path, force=True)
+        portable_twin(twin_path, name)
         load_model(twin_path)
         twin = {"file": f"{name}{COMPACT}.pt", "sha256": sha256_file(twin_path), "size": twin_path.stat().st_size}
     check = check_of(name, target, checkpoint_config(ckpt, str(checkpoint)), data_dir=check_data_dir,

@@ -467,3 +467,59 @@ def test_the_commands_name_no_machine_data_folder(built: Built, tmp_path: Path) 
     assert str(tmp_path) not in " ".join(argv)
     assert argv[argv.index("--data-dir") + 1] == f"~/data/{config['data']['name']}"
     assert argv[argv.index("--init") + 1] == "runs/standard/seed0/checkpoint.pt"
+
+
+def _strings(obj) -> list[str]:
+    """Every string in a checkpoint dict but its tensors."""
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for k, v in obj.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(obj, (list, tuple)):
+        return [s for v in obj for s in _strings(v)]
+    return []
+
+
+#: an absolute path of a POSIX or Windows machine inside a string
+MACHINE_PATH = re.compile(r"(^|[\s'\"(=])(/[A-Za-z_.]|[A-Za-z]:\\)")
+
+
+def test_the_builder_ships_files_without_the_machines_paths(built: Built) -> None:
+    """The shipped copy names its folders as the manifest's command does (``runs/NAME``), its compacted twin's
+    source is ``pretrained:NAME`` with the shipped file's SHA-256, and the weights are the run's, unchanged."""
+    entries = manifest(built)
+    for name, run in (("tiny/standard", built.standard), ("tiny/anp_vs", built.anp_vs)):
+        ckpt = torch.load(built.registry / entries[name]["file"], weights_only=True)
+        assert not [s for s in _strings(ckpt) if MACHINE_PATH.search(s) or str(built.registry.parent) in s]
+        assert ckpt["config"]["out"] == f"runs/{name}"
+        run_ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+        assert all(torch.equal(v, run_ckpt["state_dict"][k]) for k, v in ckpt["state_dict"].items())
+    assert ckpt["config"]["init"] == "runs/tiny/standard/checkpoint.pt"  # the registry's other model
+    twin = torch.load(built.registry / entries["tiny/anp_vs"]["compact"]["file"], weights_only=True)
+    assert not [s for s in _strings(twin) if MACHINE_PATH.search(s) or str(built.registry.parent) in s]
+    assert twin["compact"]["source"] == "pretrained:tiny/anp_vs"
+    assert twin["compact"]["source_sha256"] == entries["tiny/anp_vs"]["sha256"]
+
+
+def test_a_shipped_copy_names_the_data_folder_as_the_readme_does(tmp_path: Path) -> None:
+    folder = tmp_path / "datasets" / "mnist-idx"
+    ckpt = {"state_dict": {}, "optimizer": {"lr": 1.0}, "data": {"source": f"{folder} (IDX files)"},
+            "config": {"out": str(tmp_path / "runs" / "at"), "init": None,
+                       "data": {"name": "mnist", "dir": str(folder)}}}
+    shipped = make_pretrained.portable(ckpt, "mnist/at", None)
+    assert "optimizer" not in shipped  # no training state
+    assert shipped["config"] == {"out": "runs/mnist/at", "init": None, "data": {"name": "mnist", "dir": "~/data/mnist"}}
+    assert shipped["data"]["source"] == "~/data/mnist (IDX files)"
+    assert ckpt["config"]["data"]["dir"] == str(folder)  # the run's own checkpoint dict is left as it was
+
+
+def test_the_package_ships_no_machine_paths_in_its_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(pretrained.ENV, raising=False)
+    for m in pretrained.read_manifest(pretrained.registry_dir()):
+        for f in filter(None, (m.weights, m.compact)):
+            ckpt = torch.load(pretrained.registry_dir() / f.file, weights_only=True)
+            assert not [s for s in _strings(ckpt) if MACHINE_PATH.search(s)], f.file
+        if m.compact is not None:
+            twin = torch.load(pretrained.registry_dir() / m.compact.file, weights_only=True)
+            assert twin["compact"]["source"] == f"pretrained:{m.name}"
+            assert twin["compact"]["source_sha256"] == m.weights.sha256
