@@ -1,8 +1,9 @@
 #!/bin/bash
 # The MNIST models that anpvs ships (README, "Pretrained models"), trained, evaluated and put into the registry.
 # Resumable: every step is skipped when its output exists (training resumes from its last epoch), so rerun the
-# same command after an interruption. About 4 hours on 2 CPU cores (the 20-epoch AT and ANP-VS runs took 76 and
-# 62 min, docs/results/mnist_full/long_run.md; the five seed-0 rows of the table about 1.5 h with their evaluations).
+# same command after an interruption. About 3.5 hours on 2 idle CPU cores: the 20-epoch AT and ANP-VS runs took 42
+# and 55 min for the shipped models (76 and 62 min on a shared machine in docs/results/mnist_full/long_run.md), their
+# evaluations with AutoAttack about 10 min each, the five seed-0 rows of the table about 1.5 h with their evaluations.
 #
 #   bash scripts/experiments/pretrained_mnist.sh DATA_DIR OUT [PYTHON]
 #
@@ -40,8 +41,8 @@ stamp "table rows: trained and evaluated"
 
 # 3. The registry: checkpoints without training state, compacted twins, SHA-256, commands and metrics.
 cd "$HERE"
-$PY scripts/make_pretrained.py \
-  --note "20 epochs, docs/results/mnist_full/long_run.md" mnist/at="$L/at" mnist/anp_vs="$L/anp_vs"
+NOTE="20 epochs; the commands of docs/results/mnist_full/long_run.md, retrained (scripts/experiments/pretrained_mnist.sh)"
+$PY scripts/make_pretrained.py --note "$NOTE" mnist/at="$L/at" mnist/anp_vs="$L/anp_vs"
 $PY scripts/make_pretrained.py mnist/table_standard="$T/runs/standard/seed0" mnist/table_at="$T/runs/at/seed0" \
   mnist/table_trades="$T/runs/trades/seed0" mnist/table_anp_vs="$T/runs/anp_vs/seed0" \
   mnist/table_anp_vs_sum="$T/runs/anp_vs_sum/seed0"
