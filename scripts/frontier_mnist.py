@@ -131,19 +131,30 @@ def reuse(table_run: Path, run: Path, asked: list, aa_limit: int) -> None:
     printed = subprocess.run([sys.executable, "-m", "anpvs", "train", "--method", method, "--epochs", str(epochs),
                               *rest, "--out", str(run), "--print-config"], check=True, capture_output=True, text=True)
     saved = read_checkpoint(ckpt)
-    differ = config_differences(saved["config"], yaml.safe_load(printed.stdout), ignore=PLACES)
+    want = yaml.safe_load(printed.stdout)
+    differ = config_differences(saved["config"], want, ignore=PLACES)
     if differ or saved.get("epoch") != epochs:
         why = (f"{len(differ)} setting(s) differ, e.g. {next(iter(differ))}: {next(iter(differ.values()))}"
                if differ else f"it has {saved.get('epoch')} of {epochs} epochs")
         print(f"reuse: {table_run} is not the frontier's run ({why}); training it", flush=True)
         return
     run.mkdir(parents=True)
-    for name in (".anpvs-run", "checkpoint.pt", "config.yaml", "log.jsonl"):
+    for name in (".anpvs-run", "checkpoint.pt", "log.jsonl"):
         shutil.copy2(table_run / name, run / name)  # copy2 keeps the times: a copied record stays current
+    own_config(run, table_run / "config.yaml", want)
     rec = table_run / "eval_autoattack.json"
     if aa_limit and rec.is_file() and json.loads(rec.read_text()).get("audit", {}).get("test_limit") == aa_limit:
         shutil.copy2(rec, run / rec.name)
     print(f"reuse: {run} <- {table_run}", flush=True)
+
+
+def own_config(run: Path, copied: Path, want: dict) -> None:
+    """Write the config.yaml of a copied run: the table run's, with the folders the frontier gives it (``out``, and
+    ``init``: the frontier's copy of the same Standard checkpoint), so that the frontier's records name its own
+    runs, as if it had trained them."""
+    have = yaml.safe_load(copied.read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**have, "out": want["out"], "init": want["init"]},
+                                                    sort_keys=False))
 
 
 def anpvs(*argv: str) -> None:

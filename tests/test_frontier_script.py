@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +70,9 @@ def test_reuse_copies_a_table_run_only_when_it_is_the_frontiers_run(tmp_path: Pa
     assert "it has 0 of 1 epochs" in capsys.readouterr().out
     run = tmp_path / "frontier" / "runs" / "at" / "seed0"
     frontier.reuse(table_run, run, ["at", 1, *args], 0)
-    for name in ("checkpoint.pt", "config.yaml", "log.jsonl"):
+    for name in ("checkpoint.pt", "log.jsonl"):
         assert (run / name).read_bytes() == (table_run / name).read_bytes()
         assert (run / name).stat().st_mtime == (table_run / name).stat().st_mtime
+    # its config.yaml names the frontier's run, as if the frontier had trained it; the rest is the table run's
+    mine, theirs = (yaml.safe_load((d / "config.yaml").read_text()) for d in (run, table_run))
+    assert mine["out"] == str(run) and {**mine, "out": theirs["out"]} == theirs
