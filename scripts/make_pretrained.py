@@ -3,7 +3,9 @@
 For each ``NAME=RUN_DIR`` (a run folder of ``anpvs train`` or of ``anpvs reproduce``, evaluated):
 
 * the run's ``checkpoint.pt`` is read and validated, then copied into the registry as ``NAME.pt`` without its
-  training state (optimizers, schedulers, RNG, method state: a third of the size; it is not resumable);
+  training state (optimizers, schedulers, RNG, method state: a third of the size; it is not resumable) and without
+  the machine's paths (its config's ``out``, ``init`` and ``data.dir`` spelled as the manifest's command spells
+  them: :func:`portable`; the weights are the run's);
 * a model with pruned units also gets its compacted twin ``NAME.compact.pt`` (``anpvs compact`` of that copy);
 * the manifest entry gets both files' SHA-256 and size, the training command rebuilt from the run's
   ``config.yaml`` (flags and ``--set`` keys that differ from the dataset's and method's presets; ``--init``

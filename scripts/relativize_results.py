@@ -28,7 +28,8 @@ EXPERIMENTS = Path("scripts/experiments")
 #: where the folders of the committed results were, under the work folder of the machine that ran them
 MAPS = ["full_run/mnist_full=docs/results/mnist_full", "full_run/long=docs/results/mnist_full/long",
         "full_run/sweep=docs/results/mnist_full/sweep", "full_run/recipe=docs/results/recipe",
-        "exp/mnist_cpu=docs/results/mnist_cpu", "runs/cifar10_full=docs/results/cifar10"]
+        "exp/mnist_cpu=docs/results/mnist_cpu", "runs/cifar10_full=docs/results/cifar10",
+        "runs/mnist_frontier=docs/results/mnist_frontier"]
 DATA = ["shared/data=~/data"]
 TEXT = {".json", ".jsonl", ".yaml", ".yml", ".md", ".csv", ".txt", ".log"}
 #: an absolute path of a home or work folder (built from parts so that this file does not match itself)
