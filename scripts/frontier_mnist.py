@@ -144,7 +144,11 @@ def reuse(table_run: Path, run: Path, asked: list, aa_limit: int) -> None:
     own_config(run, table_run / "config.yaml", want)
     rec = table_run / "eval_autoattack.json"
     if aa_limit and rec.is_file() and json.loads(rec.read_text()).get("audit", {}).get("test_limit") == aa_limit:
-        shutil.copy2(rec, run / rec.name)
+        # the record names the checkpoint it evaluated: now the copy (the same bytes); its times are kept
+        copied = run / rec.name
+        copied.write_text(json.dumps({**json.loads(rec.read_text()), "checkpoint": str(run / "checkpoint.pt")},
+                                     indent=2) + "\n")
+        shutil.copystat(rec, copied)
     print(f"reuse: {run} <- {table_run}", flush=True)
 
 

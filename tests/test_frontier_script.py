@@ -69,10 +69,28 @@ def test_reuse_copies_a_table_run_only_when_it_is_the_frontiers_run(tmp_path: Pa
     assert not other.exists()
     assert "it has 0 of 1 epochs" in capsys.readouterr().out
     run = tmp_path / "frontier" / "runs" / "at" / "seed0"
-    frontier.reuse(table_run, run, ["at", 1, *args], 0)
+    record = {"checkpoint": str(table_run / "checkpoint.pt"), "audit": {"test_limit": 16}, "metrics": {"n": 16}}
+    (table_run / "eval_autoattack.json").write_text(json.dumps(record))  # AutoAttack on the same 16 digits
+    frontier.reuse(table_run, run, ["at", 1, *args], 16)
+    copied = run / "eval_autoattack.json"  # names the copy it now describes, and keeps its times (still current)
+    assert json.loads(copied.read_text()) == {**record, "checkpoint": str(run / "checkpoint.pt")}
+    assert copied.stat().st_mtime == (table_run / "eval_autoattack.json").stat().st_mtime
     for name in ("checkpoint.pt", "log.jsonl"):
         assert (run / name).read_bytes() == (table_run / name).read_bytes()
         assert (run / name).stat().st_mtime == (table_run / name).stat().st_mtime
     # its config.yaml names the frontier's run, as if the frontier had trained it; the rest is the table run's
     mine, theirs = (yaml.safe_load((d / "config.yaml").read_text()) for d in (run, table_run))
     assert mine["out"] == str(run) and {**mine, "out": theirs["out"]} == theirs
+
+
+def test_the_committed_frontier_regenerates_from_its_records(tmp_path: Path) -> None:
+    """docs/results/mnist_frontier keeps each run's records (eval.json, eval_autoattack.json, config.yaml,
+    log.jsonl), not its checkpoint: ``--table-only`` rebuilds the committed table and JSON from them unchanged."""
+    committed = ROOT / "docs" / "results" / "mnist_frontier"
+    copy = tmp_path / "mnist_frontier"
+    shutil.copytree(committed, copy)
+    assert not list(copy.rglob("checkpoint.pt")), "the committed results keep no checkpoints"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "frontier_mnist.py"), "--out", str(copy), "--table-only"],
+                   check=True, capture_output=True, text=True, timeout=300)
+    for name in ("frontier.md", "frontier.json"):
+        assert (copy / name).read_bytes() == (committed / name).read_bytes(), name
