@@ -40,6 +40,9 @@ def main() -> None:
     p.add_argument("--out", required=True, help="folder of the runs (resumable)")
     p.add_argument("--results", help="where the table and figure go (default: OUT)")
     p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.75, 0.84, 0.9])
+    p.add_argument("--units", type=_units, nargs="*", default=[], metavar="C1,C2,F3,H4",
+                   help="also cut ANP-VS (and prune L1) to these per-layer widths (method.target_units), seed 0; "
+                        "e.g. 4,23,61,129: widths that give the paper's 84.16%% / 6.81%% memory / 10.6x FLOPs")
     p.add_argument("--second-seed-targets", type=float, nargs="*", default=[0.84],
                    help="targets also run with seed 1 (with its own Standard, AT and mask learning)")
     p.add_argument("--finetune-epochs", type=int, default=2)
@@ -58,13 +61,32 @@ def main() -> None:
     if not args.table_only:
         if not (args.data_dir or args.smoke):
             p.error("--data-dir is required (or --smoke / --table-only)")
-        for seed, targets in ((0, args.targets), (1, args.second_seed_targets)):
+        for seed, targets in ((0, [*args.targets, *args.units]), (1, args.second_seed_targets)):
             if targets:
                 run_seed(args, out, results, seed, targets)
     write_table(out, results)
 
 
-def run_seed(args: argparse.Namespace, out: Path, results: Path, seed: int, targets: list[float]) -> None:
+def _units(text: str) -> list[int]:
+    try:
+        units = [int(u) for u in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of unit counts "
+                                         f"(e.g. 4,23,61,129)") from None
+    if len(units) != 4 or min(units) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: LeNet5-Caffe has 4 masks, each keeps at least 1 unit")
+    return units
+
+
+def _target(t: float | list[int]) -> tuple[str, list[str]]:
+    """A target's name in the run folders and its --set: ``84`` (unit sparsity 0.84) or ``u4-23-61-129`` (widths)."""
+    if isinstance(t, list):
+        return "u" + "-".join(map(str, t)), ["--set", f"method.target_units=[{','.join(map(str, t))}]"]
+    return f"{round(100 * t)}", ["--set", f"method.target_sparsity={t}"]
+
+
+def run_seed(args: argparse.Namespace, out: Path, results: Path, seed: int,
+             targets: list[float | list[int]]) -> None:
     smoke = args.smoke
     ft = 1 if smoke else args.finetune_epochs
     if smoke:
@@ -101,9 +123,8 @@ def run_seed(args: argparse.Namespace, out: Path, results: Path, seed: int, targ
     evaluate(learned, aa if seed == 0 else 0)
     write_table(out, results)
     for t in targets:
-        pct = f"{round(100 * t)}"
-        cut = train(f"{series}_{pct}", "anp_vs", ft, "--init", str(learned), *masks,
-                    "--set", f"method.target_sparsity={t}")
+        pct, ask = _target(t)
+        cut = train(f"{series}_{pct}", "anp_vs", ft, "--init", str(learned), *masks, *ask)
         evaluate(cut, aa)
         l1 = train(f"l1_{args.vs_form}_{pct}", "l1_prune", ft, "--init", str(at_init),
                    "--set", f"method.target_units_from={cut}")
@@ -203,15 +224,17 @@ def _rows(out: Path) -> list[dict]:
         aa = run / "eval_autoattack.json"
         am = json.loads(aa.read_text())["metrics"] if aa.is_file() else {}
         family = "at" if name == "at" else name if name.endswith("_learn") else name.rpartition("_")[0]
-        tag = name.rpartition("_")[2]  # the target in percent (ANP-VS and L1 at the same target share it)
+        tag = name.rpartition("_")[2]  # the target in percent, or u<widths> (ANP-VS and L1 at a target share it)
         rows.append({
             "method": _label(family), "family": family, "seed": seed, "target": float(tag) if tag.isdigit() else None,
+            "target_units": [int(u) for u in tag[1:].split("-")] if tag.startswith("u") else None,
             "sparsity": m["unit_sparsity"], "units": m["active_units"], "clean": m["clean_acc"], "pgd": m["pgd_acc"],
             "aa": am.get("autoattack_acc"), "pgd_1k": am.get("pgd_acc"), "vuln": m["pgd_vulnerability"],
             "flops": m["flops_speedup"], "counted": m["counted_flops_speedup"],
             "speedup": m.get("wallclock_speedup_b256"),
         })
-    return sorted(rows, key=lambda r: (r["family"] != "at", r["family"], r["target"] or 0, r["seed"]))
+    return sorted(rows, key=lambda r: (r["family"] != "at", r["family"], r["target"] or 0, r["target_units"] or [],
+                                       r["seed"]))
 
 
 def _f(v, fmt: str = ".2f") -> str:
@@ -227,7 +250,8 @@ def write_table(out: Path, results: Path) -> None:
              "AutoAttack, 1000 (%) | PGD-40, same 1000 (%) | Vulnerability | FLOPs (x) | Counted FLOPs (x) | "
              "Measured speed-up, B=256 (x) |", "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['seed']} | {_f(r['target'], '.0f')} | {r['sparsity']:.2f} | "
+        target = "widths" if r.get("target_units") else _f(r["target"], ".0f")
+        lines.append(f"| {r['method']} | {r['seed']} | {target} | {r['sparsity']:.2f} | "
                      f"{r['units']} | {r['clean']:.2f} | {r['pgd']:.2f} | {_f(r['aa'])} | {_f(r['pgd_1k'])} | "
                      f"{r['vuln']:.3f} | {r['flops']:.2f} | {r['counted']:.2f} | {_f(r['speedup'])} |")
     (results / "frontier.md").write_text("\n".join(lines) + "\n")
@@ -249,7 +273,7 @@ def _figure(rows: list[dict], path: Path) -> None:
             groups: dict = {}  # one point per target: the mean over the seeds that have it
             for r in rows:
                 if r["family"] == family and r[key] is not None and r["speedup"] is not None:
-                    groups.setdefault(r["target"], []).append(r)
+                    groups.setdefault((r["target"], tuple(r.get("target_units") or ())), []).append(r)
             pts = sorted([sum(r[k] for r in g) / len(g) for k in ("speedup", key, "sparsity")]
                           for g in groups.values())
             if not pts:

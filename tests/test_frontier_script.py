@@ -21,12 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_the_smoke_chain_hits_every_target_and_gives_l1_the_same_widths(tmp_path: Path) -> None:
     out = tmp_path / "frontier"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "frontier_mnist.py"), "--smoke", "--out", str(out)],
-                   check=True, capture_output=True, text=True, cwd=tmp_path, timeout=1800)
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "frontier_mnist.py"), "--smoke", "--out", str(out),
+                    "--units", "4,23,61,129"], check=True, capture_output=True, text=True, cwd=tmp_path, timeout=1800)
     rows = json.loads((out / "frontier.json").read_text())
+    # --units: ANP-VS cut to the paper's widths, and L1 at the same widths
+    widths = [r for r in rows if r["target_units"] == [4, 23, 61, 129]]
+    assert sorted(r["method"] for r in widths) == ["ANP-VS", "L1 filters, ANP-VS's widths"]
+    assert all(r["units"] == [4, 23, 61, 129] and r["seed"] == 0 for r in widths)
     assert (out / "frontier.md").is_file() and (out / "frontier.png").stat().st_size > 0
     cuts = {(r["seed"], r["target"]): r for r in rows if r["method"] == "ANP-VS" and r["target"] is not None}
-    l1 = {(r["seed"], r["target"]): r for r in rows if r["method"].startswith("L1 filters")}
+    l1 = {(r["seed"], r["target"]): r for r in rows if r["method"].startswith("L1 filters") and r["target"] is not None}
     # seed 0 at every default target, seed 1 at the paper's 84%
     want = {(0, 50.0), (0, 75.0), (0, 84.0), (0, 90.0), (1, 84.0)}
     assert set(cuts) == want and set(l1) == want
@@ -34,6 +38,16 @@ def test_the_smoke_chain_hits_every_target_and_gives_l1_the_same_widths(tmp_path
         assert abs(r["sparsity"] - key[1]) <= 2.0, r  # the target-sparsity control: within 2 points of the ask
         assert l1[key]["units"] == r["units"]  # the baseline at exactly ANP-VS's per-layer widths
     assert sum(r["method"] == "AT (unpruned)" for r in rows) == 2
+
+
+def test_units_targets_are_named_and_checked() -> None:
+    frontier = _script()
+    assert frontier._target(0.84) == ("84", ["--set", "method.target_sparsity=0.84"])
+    assert frontier._target([4, 23, 61, 129]) == ("u4-23-61-129", ["--set", "method.target_units=[4,23,61,129]"])
+    assert frontier._units("4,23,61,129") == [4, 23, 61, 129]
+    for bad in ("4,23,61", "4,x,61,129", "0,23,61,129"):
+        with pytest.raises(Exception, match="unit counts|4 masks"):
+            frontier._units(bad)
 
 
 def _script():
