@@ -141,6 +141,7 @@ def reuse(table_run: Path, run: Path, asked: list, aa_limit: int) -> None:
     the frontier would train (every setting but where it lives: ``anpvs.jobs.reproduce.PLACES``; the
     evaluation settings too, since the copy is evaluated with them); its AutoAttack record comes along when
     it covers the same ``aa_limit`` test digits (the same seeded subset: same checkpoint, same data seed)."""
+    from anpvs.io.atomic import write_json
     from anpvs.jobs.reproduce import PLACES, config_differences
     from anpvs.models.checkpoint import read_checkpoint
 
@@ -166,9 +167,7 @@ def reuse(table_run: Path, run: Path, asked: list, aa_limit: int) -> None:
     rec = table_run / "eval_autoattack.json"
     if aa_limit and rec.is_file() and json.loads(rec.read_text()).get("audit", {}).get("test_limit") == aa_limit:
         # the record names the checkpoint it evaluated: now the copy (the same bytes); its times are kept
-        copied = run / rec.name
-        copied.write_text(json.dumps({**json.loads(rec.read_text()), "checkpoint": str(run / "checkpoint.pt")},
-                                     indent=2) + "\n")
+        copied = write_json(run / rec.name, {**json.loads(rec.read_text()), "checkpoint": str(run / "checkpoint.pt")})
         shutil.copystat(rec, copied)
     print(f"reuse: {run} <- {table_run}", flush=True)
 
@@ -177,9 +176,10 @@ def own_config(run: Path, copied: Path, want: dict) -> None:
     """Write the config.yaml of a copied run: the table run's, with the folders the frontier gives it (``out``, and
     ``init``: the frontier's copy of the same Standard checkpoint), so that the frontier's records name its own
     runs, as if it had trained them."""
+    from anpvs.io.atomic import write_text
+
     have = yaml.safe_load(copied.read_text())
-    (run / "config.yaml").write_text(yaml.safe_dump({**have, "out": want["out"], "init": want["init"]},
-                                                    sort_keys=False))
+    write_text(run / "config.yaml", yaml.safe_dump({**have, "out": want["out"], "init": want["init"]}, sort_keys=False))
 
 
 def anpvs(*argv: str) -> None:
