@@ -9,6 +9,11 @@ ANP-VS = 3 epochs of mask learning from a 2-epoch Standard model (the MNIST tabl
 cut to the target, then the same F = 2 fine-tuning epochs with the masks held. The masks are learned once per
 seed and cut to every target (cutting after epoch 3 of one run or of four identical runs is the same).
 
+L1 gets the widths of ANP-VS's *compacted* network (``widths.json`` beside each checkpoint): a conv2 channel kept
+by its mask but none of whose 16 positions is kept by mask3 feeds nothing and is removed by compaction, so the
+masks' counts overstate what computes (ANP-VS at 75% keeps 37 conv2 channels by its mask, 35 that compute).
+With the same compacted widths the two networks cost the same FLOPs.
+
 Resumable: rerun the same command after an interruption; finished runs and current records are reused (a
 record is current when it is newer than its checkpoint), an interrupted training continues from its last
 epoch. The table and figure are rewritten after every finished point.
@@ -126,8 +131,9 @@ def run_seed(args: argparse.Namespace, out: Path, results: Path, seed: int,
         pct, ask = _target(t)
         cut = train(f"{series}_{pct}", "anp_vs", ft, "--init", str(learned), *masks, *ask)
         evaluate(cut, aa)
+        live = compacted_units(cut)
         l1 = train(f"l1_{args.vs_form}_{pct}", "l1_prune", ft, "--init", str(at_init),
-                   "--set", f"method.target_units_from={cut}")
+                   "--set", f"method.target_units=[{','.join(map(str, live))}]")
         evaluate(l1, aa)
         write_table(out, results)
 
@@ -191,9 +197,27 @@ def current(record: Path, checkpoint: Path) -> bool:
     return record.is_file() and record.stat().st_mtime >= checkpoint.stat().st_mtime
 
 
+def compacted_units(ckpt: Path) -> list[int]:
+    """Units per mask that compute: the widths of the compacted network (conv1, conv2, dense3's inputs, dense3),
+    written to ``widths.json`` beside ``ckpt`` with the masks' own counts (recomputed when older than ``ckpt``)."""
+    from anpvs.io.atomic import write_json
+
+    path = ckpt.parent / "widths.json"
+    if not current(path, ckpt):
+        from anpvs.models.checkpoint import load_model
+        from anpvs.models.compact import compact, compact_widths
+        from anpvs.models.masks import active_units
+
+        model, _ = load_model(ckpt)
+        write_json(path, {"active_units": active_units(model),
+                          "compacted_units": list(compact_widths(compact(model)).values())})
+    return json.loads(path.read_text())["compacted_units"]
+
+
 def evaluate(ckpt: Path, aa_limit: int) -> None:
     """PGD-40 on the whole test set with the efficiency columns (eval.json); AutoAttack and PGD-40 on
-    ``aa_limit`` seeded test digits (eval_autoattack.json)."""
+    ``aa_limit`` seeded test digits (eval_autoattack.json); the compacted widths (widths.json)."""
+    compacted_units(ckpt)
     if not current(ckpt.parent / "eval.json", ckpt):
         anpvs("eval", str(ckpt), "--quiet")
     aa = ckpt.parent / "eval_autoattack.json"
@@ -207,6 +231,7 @@ def evaluate(ckpt: Path, aa_limit: int) -> None:
 # -------------------------------------------------------------------------------------------------------------
 LABELS = {"at": "AT (unpruned)", "anp_vs_sum": "ANP-VS", "anp_vs_mean": "ANP-VS (mean V)",
           "l1_sum": "L1 filters, ANP-VS's widths", "l1_mean": "L1 filters, mean-V ANP-VS's widths"}
+
 
 
 def _label(family: str) -> str:
@@ -223,12 +248,15 @@ def _rows(out: Path) -> list[dict]:
         seed = yaml.safe_load((run / "config.yaml").read_text())["seed"]
         aa = run / "eval_autoattack.json"
         am = json.loads(aa.read_text())["metrics"] if aa.is_file() else {}
+        widths = run / "widths.json"
+        live = json.loads(widths.read_text())["compacted_units"] if widths.is_file() else None
         family = "at" if name == "at" else name if name.endswith("_learn") else name.rpartition("_")[0]
         tag = name.rpartition("_")[2]  # the target in percent, or u<widths> (ANP-VS and L1 at a target share it)
         rows.append({
             "method": _label(family), "family": family, "seed": seed, "target": float(tag) if tag.isdigit() else None,
             "target_units": [int(u) for u in tag[1:].split("-")] if tag.startswith("u") else None,
-            "sparsity": m["unit_sparsity"], "units": m["active_units"], "clean": m["clean_acc"], "pgd": m["pgd_acc"],
+            "sparsity": m["unit_sparsity"], "units": m["active_units"], "compacted_units": live,
+            "clean": m["clean_acc"], "pgd": m["pgd_acc"],
             "aa": am.get("autoattack_acc"), "pgd_1k": am.get("pgd_acc"), "vuln": m["pgd_vulnerability"],
             "flops": m["flops_speedup"], "counted": m["counted_flops_speedup"],
             "speedup": m.get("wallclock_speedup_b256"),
@@ -246,13 +274,15 @@ def write_table(out: Path, results: Path) -> None:
     if not rows:
         return
     results.mkdir(parents=True, exist_ok=True)
-    lines = ["| Model | Seed | Target (%) | Unit sparsity (%) | Active units | Clean (%) | PGD-40 (%) | "
-             "AutoAttack, 1000 (%) | PGD-40, same 1000 (%) | Vulnerability | FLOPs (x) | Counted FLOPs (x) | "
-             "Measured speed-up, B=256 (x) |", "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| Model | Seed | Target (%) | Unit sparsity (%) | Active units | Compacted widths | Clean (%) | "
+             "PGD-40 (%) | AutoAttack, 1000 (%) | PGD-40, same 1000 (%) | Vulnerability | FLOPs (x) | "
+             "Counted FLOPs (x) | Measured speed-up, B=256 (x) |",
+             "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         target = "widths" if r.get("target_units") else _f(r["target"], ".0f")
-        lines.append(f"| {r['method']} | {r['seed']} | {target} | {r['sparsity']:.2f} | "
-                     f"{r['units']} | {r['clean']:.2f} | {r['pgd']:.2f} | {_f(r['aa'])} | {_f(r['pgd_1k'])} | "
+        lines.append(f"| {r['method']} | {r['seed']} | {target} | {r['sparsity']:.2f} | {r['units']} | "
+                     f"{r.get('compacted_units') or '-'} | {r['clean']:.2f} | {r['pgd']:.2f} | {_f(r['aa'])} | "
+                     f"{_f(r['pgd_1k'])} | "
                      f"{r['vuln']:.3f} | {r['flops']:.2f} | {r['counted']:.2f} | {_f(r['speedup'])} |")
     (results / "frontier.md").write_text("\n".join(lines) + "\n")
     (results / "frontier.json").write_text(json.dumps(rows, indent=1) + "\n")

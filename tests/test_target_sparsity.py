@@ -198,9 +198,26 @@ def test_l1_keeps_the_filters_of_largest_l1_norm_hand_checked() -> None:
     keep = l1_keep(model, [2, 3, 5, 4])
     assert torch.nonzero(keep[0]).flatten().tolist() == [3, 7]
     assert torch.nonzero(keep[1]).flatten().tolist() == [2, 4, 20]
-    # mask3: the two scored live positions, then the lowest live ones (channel 2's positions 32-34); never 5
-    assert torch.nonzero(keep[2]).flatten().tolist() == [32, 33, 34, 321, 335]
+    # mask3: the best position of each kept channel (2: 32 of the tied 32-47, 4: 64, 20: 321), then the best other
+    # live ones (335, then 33, lowest of the ties); never 5. Ranked alone, the five would be 32-34, 321 and 335,
+    # leaving channel 4 kept but feeding nothing.
+    assert torch.nonzero(keep[2]).flatten().tolist() == [32, 33, 64, 321, 335]
     assert torch.nonzero(keep[3]).flatten().tolist() == [0, 1, 10, 499]
+
+
+def test_l1_leaves_no_kept_channel_feeding_nothing_so_the_compacted_widths_are_the_counts() -> None:
+    torch.manual_seed(0)
+    model = create_model("lenet5_caffe_bbd").eval()
+    with torch.no_grad():  # dense3's inputs from a few channels are far larger: ranked alone, they take every place
+        model.dense3.weight.mul_(torch.arange(1, 51).pow(4.0).repeat_interleave(16))
+    counts = [6, 37, 169, 130]  # ANP-VS's widths at 75% on full MNIST
+    UnitBudget(lambda m: l1_keep(m, counts), switch_on=True).cut(model)
+    assert active_units(model) == counts
+    net = compact(model)
+    assert compact_widths(net) == {"conv1": 6, "conv2": 37, "dense3_in": 169, "dense3": 130}
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_l1_prune_run_keeps_the_counts_asked_and_compacts_exactly(tmp_path: Path, plain_init: Path) -> None:
