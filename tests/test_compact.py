@@ -284,6 +284,9 @@ def test_efficiency_reports_compact_keys() -> None:
     assert eff["compact_params"] == _lenet_params(n["c1"], n["c2"], n["f3"], n["h4"])
     assert eff["dense_flops"] == 4_586_000 and eff["counted_flops_speedup"] > 1.0
     assert {"compact_bytes", "compact_flops"} <= set(eff)
+    # the widths that compute, counted by hand: conv2 channel 5 is kept by its mask but feeds nothing
+    assert eff["compact_widths"] == {"conv1": n["c1"], "conv2": n["c2"], "dense3_in": n["f3"], "dense3": n["h4"]}
+    assert eff["active_units"][1] == n["c2"] + 1
 
 
 def test_compact_rejects_other_models() -> None:

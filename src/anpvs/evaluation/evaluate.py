@@ -173,6 +173,7 @@ def efficiency(model: nn.Module, *, latency: bool = True, latency_budget_s: floa
         "compact_flops": cs["compact_flops"],
         "dense_flops": cs["dense_flops"],
         "counted_flops_speedup": round(cs["counted_flops_speedup"], 3),
+        "compact_widths": cs["compact_widths"],
     }
     if latency:
         out.update(efficiency_latency(masked, net, budget_s=latency_budget_s))

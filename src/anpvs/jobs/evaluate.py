@@ -168,6 +168,8 @@ def format_cost(m: dict[str, Any]) -> list[str]:
         counted = m.get("counted_flops_speedup", m.get("measured_speedup"))  # older records: measured_speedup
         lines.append(f"  compacted: params {m['compact_params']}  {m['compact_bytes'] / 1024:.1f} KiB  "
                      f"FLOPs x{m['flops_speedup']:.2f} analytic, x{counted:.2f} counted (FlopCounterMode)")
+    if "compact_widths" in m:
+        lines.append("  compacted widths: " + ", ".join(f"{k} {v}" for k, v in m["compact_widths"].items()))
     if "latency_ms" in m:
         ms = m["latency_ms"]
         cells = [f"B={b[1:]} {ms['masked'][b]:.3g} -> {ms['compact'][b]:.3g} ms (x{m[f'wallclock_speedup_{b}']:.2f})"

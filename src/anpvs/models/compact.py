@@ -209,7 +209,9 @@ def compact_stats(model: nn.Module, input_shape: Sequence[int] | None = None) ->
       compacted network and of the masked one (masks do not make the original cheaper);
     * ``counted_flops_speedup``: ``dense_flops / compact_flops``, FLOPs as FlopCounterMode counts them
       (not time: see :mod:`anpvs.metrics.latency`). Records written before it was renamed call it
-      ``measured_speedup``.
+      ``measured_speedup``;
+    * ``compact_widths``: the compacted network's layer widths (:func:`compact_widths`): the units that compute,
+      which can be fewer than the masks keep (a kept conv channel that feeds no kept unit is removed).
     """
     masked, net = compact_pair(model)
     shape = tuple(operator.index(s) for s in input_shape) if input_shape is not None else example_shape(masked)
@@ -221,6 +223,7 @@ def compact_stats(model: nn.Module, input_shape: Sequence[int] | None = None) ->
         "compact_flops": compact_flops,
         "dense_flops": dense_flops,
         "counted_flops_speedup": dense_flops / compact_flops if compact_flops else float("inf"),
+        "compact_widths": compact_widths(net),
     }
 
 
