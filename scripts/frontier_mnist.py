@@ -22,6 +22,7 @@ epoch. The table and figure are rewritten after every finished point.
     python scripts/frontier_mnist.py --data-dir ~/data/mnist --out results/mnist_frontier \
         --reuse-table runs/mnist_full     # reuse the MNIST table's Standard, AT and ANP-VS runs of the same seeds
     python scripts/frontier_mnist.py --out results/mnist_frontier --table-only      # tables from what exists
+    python scripts/frontier_mnist.py --out results/mnist_frontier --retime          # time every network together
     python scripts/frontier_mnist.py --smoke --out /tmp/frontier_smoke              # the chain on 64 digits, ~1 min
 """
 
@@ -59,11 +60,18 @@ def main() -> None:
                         "and ANP-VS runs of the same seed are the frontier's Standard, AT (first 3 epochs) and mask "
                         "learning (the same configurations, checked), so they are copied instead of trained again")
     p.add_argument("--table-only", action="store_true")
+    p.add_argument("--retime", action="store_true",
+                   help="time every run's compacted network and the unpruned one in one process, interleaved "
+                        "(retime.json; run on an idle machine): speed-ups comparable point to point, which the "
+                        "records' (each timed in its own evaluation) are only up to the machine's drift")
+    p.add_argument("--retime-budget", type=float, default=3.0, help="seconds of timing per network (--retime)")
     p.add_argument("--smoke", action="store_true", help="64 bundled digits, 1 epoch, PGD-1: checks the chain")
     args = p.parse_args()
     out = Path(args.out)
     results = Path(args.results or out)
-    if not args.table_only:
+    if args.retime:
+        retime(out, args.retime_budget)
+    elif not args.table_only:
         if not (args.data_dir or args.smoke):
             p.error("--data-dir is required (or --smoke / --table-only)")
         for seed, targets in ((0, [*args.targets, *args.units]), (1, args.second_seed_targets)):
@@ -193,6 +201,33 @@ def anpvs(*argv: str) -> None:
     subprocess.run([sys.executable, "-m", "anpvs", *argv], check=True)
 
 
+def retime(out: Path, budget_s: float) -> None:
+    """Median batch-256 latency of every run's compacted network (``runs/*/seed*/checkpoint.pt``) and of the
+    unpruned masked network, timed in turn in one process (:func:`anpvs.metrics.latency.median_latency`), written
+    to ``OUT/retime.json`` with each run's speed-up (unpruned / compacted)."""
+    from anpvs.io.atomic import write_json
+    from anpvs.metrics.latency import latency_device, median_latency
+    from anpvs.models.checkpoint import load_model
+    from anpvs.models.compact import compact_pair, deployable, example_shape
+
+    nets, reference = {}, None
+    for ckpt in sorted((out / "runs").glob("*/seed*/checkpoint.pt")):
+        masked, net = compact_pair(load_model(ckpt)[0].eval())
+        reference = reference or masked  # a masked forward costs the same whatever the masks
+        nets[ckpt.parent.relative_to(out / "runs").as_posix()] = deployable(net)
+    if reference is None:
+        raise SystemExit(f"--retime: no checkpoint under {out / 'runs'}")
+    print(f"retime: {len(nets)} compacted networks and the unpruned one, ~{budget_s:g} s each", flush=True)
+    ms = median_latency({"unpruned": reference, **nets}, example_shape(reference), batch_sizes=(256,),
+                        budget_s=budget_s, max_repeats=1000)
+    base = ms["unpruned"]["b256"]
+    write_json(out / "retime.json", {
+        "device": latency_device(next(reference.parameters()).device), "batch": 256, "budget_s": budget_s,
+        "unpruned_ms": round(base, 4),
+        "runs": {run: {"ms": round(ms[run]["b256"], 4), "speedup": round(base / ms[run]["b256"], 3)} for run in nets},
+    })
+
+
 def current(record: Path, checkpoint: Path) -> bool:
     return record.is_file() and record.stat().st_mtime >= checkpoint.stat().st_mtime
 
@@ -241,6 +276,7 @@ def _label(family: str) -> str:
 
 def _rows(out: Path) -> list[dict]:
     rows = []
+    timed = json.loads((out / "retime.json").read_text())["runs"] if (out / "retime.json").is_file() else {}
     for rec_path in sorted((out / "runs").glob("*/seed*/eval.json")):
         run = rec_path.parent
         name = run.parent.name
@@ -260,6 +296,7 @@ def _rows(out: Path) -> list[dict]:
             "aa": am.get("autoattack_acc"), "pgd_1k": am.get("pgd_acc"), "vuln": m["pgd_vulnerability"],
             "flops": m["flops_speedup"], "counted": m["counted_flops_speedup"],
             "speedup": m.get("wallclock_speedup_b256"),
+            "speedup_together": timed.get(f"{name}/{run.name}", {}).get("speedup"),
         })
     return sorted(rows, key=lambda r: (r["family"] != "at", r["family"], r["target"] or 0, r["target_units"] or [],
                                        r["seed"]))
@@ -276,14 +313,15 @@ def write_table(out: Path, results: Path) -> None:
     results.mkdir(parents=True, exist_ok=True)
     lines = ["| Model | Seed | Target (%) | Unit sparsity (%) | Active units | Compacted widths | Clean (%) | "
              "PGD-40 (%) | AutoAttack, 1000 (%) | PGD-40, same 1000 (%) | Vulnerability | FLOPs (x) | "
-             "Counted FLOPs (x) | Measured speed-up, B=256 (x) |",
-             "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "Counted FLOPs (x) | Measured speed-up, B=256 (x) | Timed together, B=256 (x) |",
+             "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         target = "widths" if r.get("target_units") else _f(r["target"], ".0f")
         lines.append(f"| {r['method']} | {r['seed']} | {target} | {r['sparsity']:.2f} | {r['units']} | "
                      f"{r.get('compacted_units') or '-'} | {r['clean']:.2f} | {r['pgd']:.2f} | {_f(r['aa'])} | "
                      f"{_f(r['pgd_1k'])} | "
-                     f"{r['vuln']:.3f} | {r['flops']:.2f} | {r['counted']:.2f} | {_f(r['speedup'])} |")
+                     f"{r['vuln']:.3f} | {r['flops']:.2f} | {r['counted']:.2f} | {_f(r['speedup'])} | "
+                     f"{_f(r['speedup_together'])} |")
     (results / "frontier.md").write_text("\n".join(lines) + "\n")
     (results / "frontier.json").write_text(json.dumps(rows, indent=1) + "\n")
     _figure(rows, results / "frontier.png")
@@ -296,15 +334,17 @@ def _figure(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # x: the speed-ups timed together (--retime) when every row has one, else each evaluation's own
+    speed = "speedup_together" if all(r.get("speedup_together") for r in rows) else "speedup"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     for ax, key, name in ((axes[0], "aa", "AutoAttack accuracy, 1,000 digits (%)"),
                           (axes[1], "pgd", "PGD-40 accuracy, 10,000 digits (%)")):
         for family in dict.fromkeys(r["family"] for r in rows):
             groups: dict = {}  # one point per target: the mean over the seeds that have it
             for r in rows:
-                if r["family"] == family and r[key] is not None and r["speedup"] is not None:
+                if r["family"] == family and r[key] is not None and r[speed] is not None:
                     groups.setdefault((r["target"], tuple(r.get("target_units") or ())), []).append(r)
-            pts = sorted([sum(r[k] for r in g) / len(g) for k in ("speedup", key, "sparsity")]
+            pts = sorted([sum(r[k] for r in g) / len(g) for k in (speed, key, "sparsity")]
                           for g in groups.values())
             if not pts:
                 continue
@@ -312,7 +352,8 @@ def _figure(rows: list[dict], path: Path) -> None:
                     label=_label(family), alpha=0.85)
             for x, y, sparsity in pts:
                 ax.annotate(f"{sparsity:.0f}%", (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
-        ax.set_xlabel("measured speed-up of the compacted network, batch 256 (x)")
+        ax.set_xlabel("measured speed-up of the compacted network, batch 256 (x)"
+                      + (", all timed together" if speed == "speedup_together" else ""))
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)

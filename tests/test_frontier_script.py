@@ -111,3 +111,28 @@ def test_the_committed_frontier_regenerates_from_its_records(tmp_path: Path) -> 
                    check=True, capture_output=True, text=True, timeout=300)
     for name in ("frontier.md", "frontier.json"):
         assert (copy / name).read_bytes() == (committed / name).read_bytes(), name
+
+
+def test_retime_times_every_compacted_network_against_the_unpruned_one(tmp_path: Path) -> None:
+    # --retime: one process times each run's compacted network and the unpruned masked LeNet in turn; the table
+    # and the figure then use these speed-ups, comparable point to point
+    from anpvs.methods.l1_prune import l1_keep
+    from anpvs.models import create_model
+    from anpvs.models.checkpoint import atomic_save, make_checkpoint
+    from anpvs.sparsifiers.budget import UnitBudget
+
+    frontier = _script()
+    out = tmp_path / "frontier"
+    for name, counts in (("at", [20, 50, 800, 500]), ("anp_vs_sum_90", [2, 5, 40, 50])):
+        model = create_model("lenet5_caffe_bbd").eval()
+        UnitBudget(lambda m, c=counts: l1_keep(m, c), switch_on=True).cut(model)
+        run = out / "runs" / name / "seed0"
+        run.mkdir(parents=True)
+        atomic_save(make_checkpoint(model), run / "checkpoint.pt")
+    frontier.retime(out, 0.05)
+    timed = json.loads((out / "retime.json").read_text())
+    assert set(timed["runs"]) == {"at/seed0", "anp_vs_sum_90/seed0"} and timed["batch"] == 256
+    for r in timed["runs"].values():
+        assert r["ms"] > 0 and r["speedup"] == pytest.approx(timed["unpruned_ms"] / r["ms"], rel=1e-2)
+    # the network with 90% of the units gone is faster than the unpruned one (by far: ~20x fewer FLOPs)
+    assert timed["runs"]["anp_vs_sum_90/seed0"]["speedup"] > timed["runs"]["at/seed0"]["speedup"]
