@@ -213,7 +213,8 @@ def retime(out: Path, budget_s: float) -> None:
     nets, reference = {}, None
     for ckpt in sorted((out / "runs").glob("*/seed*/checkpoint.pt")):
         masked, net = compact_pair(load_model(ckpt)[0].eval())
-        reference = reference or masked  # a masked forward costs the same whatever the masks
+        if reference is None:
+            reference = masked  # a masked forward costs the same whatever the masks
         nets[ckpt.parent.relative_to(out / "runs").as_posix()] = deployable(net)
     if reference is None:
         raise SystemExit(f"--retime: no checkpoint under {out / 'runs'}")
@@ -266,7 +267,6 @@ def evaluate(ckpt: Path, aa_limit: int) -> None:
 # -------------------------------------------------------------------------------------------------------------
 LABELS = {"at": "AT (unpruned)", "anp_vs_sum": "ANP-VS", "anp_vs_mean": "ANP-VS (mean V)",
           "l1_sum": "L1 filters, ANP-VS's widths", "l1_mean": "L1 filters, mean-V ANP-VS's widths"}
-
 
 
 def _label(family: str) -> str:
