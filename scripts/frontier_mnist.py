@@ -329,6 +329,9 @@ def write_table(out: Path, results: Path) -> None:
 
 
 def _figure(rows: list[dict], path: Path) -> None:
+    """Robust accuracy against measured speed-up. Each family's seed-0 targets are joined in order of sparsity;
+    other seeds (triangles) and the ``--units`` widths (diamonds) are their own points: a seed's masks give other
+    widths at the same sparsity, so averaging their speed-ups would place a point no network has."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -336,28 +339,32 @@ def _figure(rows: list[dict], path: Path) -> None:
 
     # x: the speed-ups timed together (--retime) when every row has one, else each evaluation's own
     speed = "speedup_together" if all(r.get("speedup_together") for r in rows) else "speedup"
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharex=True)
     for ax, key, name in ((axes[0], "aa", "AutoAttack accuracy, 1,000 digits (%)"),
                           (axes[1], "pgd", "PGD-40 accuracy, 10,000 digits (%)")):
-        for family in dict.fromkeys(r["family"] for r in rows):
-            groups: dict = {}  # one point per target: the mean over the seeds that have it
-            for r in rows:
-                if r["family"] == family and r[key] is not None and r[speed] is not None:
-                    groups.setdefault((r["target"], tuple(r.get("target_units") or ())), []).append(r)
-            pts = sorted([sum(r[k] for r in g) / len(g) for k in (speed, key, "sparsity")]
-                          for g in groups.values())
+        for i, family in enumerate(dict.fromkeys(r["family"] for r in rows)):
+            pts = [r for r in rows if r["family"] == family and r[key] is not None and r[speed] is not None]
             if not pts:
                 continue
-            ax.plot([x for x, _, _ in pts], [y for _, y, _ in pts], "o-" if family != "at" else "s",
-                    label=_label(family), alpha=0.85)
-            for x, y, sparsity in pts:
-                ax.annotate(f"{sparsity:.0f}%", (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
-        ax.set_xlabel("measured speed-up of the compacted network, batch 256 (x)"
-                      + (", all timed together" if speed == "speedup_together" else ""))
+            color = f"C{i}"
+            line = sorted((r for r in pts if r["seed"] == 0 and not r.get("target_units")),
+                          key=lambda r: (r["target"] or 0, r["sparsity"]))
+            ax.plot([r[speed] for r in line], [r[key] for r in line], "s" if family == "at" else "o-",
+                    color=color, label=_label(family), alpha=0.85)
+            for r in pts:
+                if r in line:
+                    text = f"{r['sparsity']:.0f}%"
+                else:
+                    marker, text = ("D", "paper's widths") if r.get("target_units") else ("^", f"seed {r['seed']}")
+                    ax.plot([r[speed]], [r[key]], marker, color=color, alpha=0.85)
+                    text = f"{r['sparsity']:.0f}%, {text}"
+                ax.annotate(text, (r[speed], r[key]), textcoords="offset points", xytext=(3, 4), fontsize=7)
+        ax.set_xlabel("measured speed-up of the compacted network, batch 256 (x)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
-    fig.suptitle("MNIST, LeNet5-Caffe: robustness vs measured speed-up (labels: unit sparsity; mean over seeds)")
+    when = "all timed together" if speed == "speedup_together" else "each timed in its evaluation"
+    fig.suptitle(f"MNIST, LeNet5-Caffe: robustness vs measured speed-up ({when}; labels: unit sparsity)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
