@@ -175,13 +175,6 @@ def portable(ckpt: dict[str, Any], name: str, init: str | None) -> dict[str, Any
     return out
 
 
-def portable_twin(twin_path: Path, name: str) -> None:
-    """Name the compacted twin's source ``pretrained:NAME`` instead of the path it was compacted from (its
-    SHA-256, which the registry's file has, is kept)."""
-    twin = read_checkpoint(twin_path)
-    atomic_save({**twin, "compact": {**twin["compact"], "source": f"{PREFIX}{name}"}}, twin_path)
-
-
 def train_command(config: dict[str, Any], name: str, init_names: dict[str, str]) -> str:
     """The ``anpvs train`` command that trains this config: the flags and ``--set`` keys that differ from the
     presets of its dataset and method (``out``: ``runs/NAME``; ``device`` left to the user; ``init``: the
@@ -308,8 +301,8 @@ def build_one(name: str, run: Path, dest: Path, *, eval_name: str | None, aa_nam
     twin = None
     if active_units(model) != model_full_units(model):
         twin_path = dest / f"{name}{COMPACT}.pt"
-        compact_checkpoint(target, out=twin_path, force=True)
-        portable_twin(twin_path, name)
+        # the twin names its source pretrained:NAME, not the builder's path (the SHA-256 is the shipped file's)
+        compact_checkpoint(target, out=twin_path, force=True, source_name=f"{PREFIX}{name}")
         load_model(twin_path)
         twin = {"file": f"{name}{COMPACT}.pt", "sha256": sha256_file(twin_path), "size": twin_path.stat().st_size}
     check = check_of(name, target, checkpoint_config(ckpt, str(checkpoint)), data_dir=check_data_dir,

@@ -109,14 +109,16 @@ def _save(write, path: str | Path) -> None:
 
 
 def compact_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None,
-                       export: str | None = None, force: bool = False) -> dict[str, Any]:
+                       export: str | None = None, force: bool = False,
+                       source_name: str | None = None) -> dict[str, Any]:
     """Compact the model of ``checkpoint`` and write it to ``out`` as an anpvs checkpoint (``export=None``,
     default ``<stem>.compact.pt`` beside the source) or as a ``"torchscript"`` / ``"onnx"`` file (default
     ``<stem>.compact.ts`` / ``.compact.onnx``). An already compacted checkpoint can be exported, not
     compacted again. Returns a summary: ``out``, ``format``, ``widths``, sizes, and for exports the largest
     absolute logit difference against the network (``max_abs_diff``, None if onnxruntime is missing).
     An existing ``out`` other than the default path is replaced only with ``force``. ``checkpoint`` may name a
-    pretrained model (``"pretrained:mnist/anp_vs"``); the default output then goes to ``runs/pretrained/NAME/``."""
+    pretrained model (``"pretrained:mnist/anp_vs"``); the default output then goes to ``runs/pretrained/NAME/``.
+    ``source_name``: how the compacted checkpoint names its source (default: the source file's absolute path)."""
     if export not in _SUFFIX:
         raise ConfigError(f"unknown export format {export!r}; valid: {', '.join(EXPORT_FORMATS)}")
     # a pretrained model (pretrained:NAME) is read from the registry, its outputs go to runs/pretrained/NAME/
@@ -149,7 +151,7 @@ def compact_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None,
                                "counted_flops_speedup": round(stats["counted_flops_speedup"], 3)}
     if export is None:
         digest = ckpt["compact"]["source_sha256"] if "compact" in ckpt else sha256_file(file)
-        atomic_save(make_compact_checkpoint(net, ckpt, source=file, source_sha256=digest), dest)
+        atomic_save(make_compact_checkpoint(net, ckpt, source=source_name or file, source_sha256=digest), dest)
         summary["source_sha256"] = digest
         return summary
     deploy = deployable(net).cpu().eval()

@@ -336,8 +336,9 @@ def _load_compact(path: str | Path, ckpt: dict[str, Any]) -> nn.Module:
 def make_compact_checkpoint(net: nn.Module, source_ckpt: dict[str, Any], *, source: str | Path,
                             source_sha256: str) -> dict[str, Any]:
     """The checkpoint of a compacted network: its state dict, the source checkpoint's config, data
-    description, epoch and metrics, and a ``"compact"`` entry (source path and SHA-256, source model, its
-    active units, the compacted layer widths) that :func:`load_model` rebuilds it from."""
+    description, epoch and metrics, and a ``"compact"`` entry (source and its SHA-256, source model, its
+    active units, the compacted layer widths) that :func:`load_model` rebuilds it from. ``source`` is recorded
+    absolute when it is a path, as it is when it is a name (e.g. ``"pretrained:mnist/anp_vs"``)."""
     from .compact import compact_widths
 
     kwargs: dict[str, Any] = {k: v for k, v in source_ckpt["model_kwargs"].items()
@@ -350,7 +351,8 @@ def make_compact_checkpoint(net: nn.Module, source_ckpt: dict[str, Any], *, sour
     if "data" in source_ckpt:
         ckpt["data"] = source_ckpt["data"]
     ckpt["compact"] = {
-        "source": str(Path(source).resolve()),  # absolute, so that a later check finds the same file
+        # a path absolute, so that a later check finds the same file; a name as given
+        "source": str(source.resolve()) if isinstance(source, Path) else source,
         "source_sha256": source_sha256,
         "source_model_name": source_ckpt["model_name"],
         "source_model_kwargs": dict(source_ckpt["model_kwargs"]),
